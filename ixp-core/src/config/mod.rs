@@ -1,0 +1,719 @@
+//! Loading the configuration: TOML or JSON, profiles, `${VAR}` interpolation,
+//! environment overrides, and typed extraction with full paths.
+//!
+//! # The file
+//!
+//! ```toml
+//! [server]
+//! host = "127.0.0.1"
+//! port = 3001
+//! shutdown_timeout = "10s"
+//!
+//! [plugins.cache-plugin]
+//! ttl = 60
+//! password = "${REDIS_PASSWORD:-}"
+//!
+//! [plugins.analytics-plugin]
+//! enabled = false
+//!
+//! [profiles.production.plugins.cache-plugin]
+//! ttl = 600
+//! ```
+//!
+//! A plugin's section holds its own config keys plus three keys read by the host:
+//! `enabled` (default `true`), `hook_timeout` (a duration such as `"10s"`, the timeout of
+//! each lifecycle hook, default 30 s) and `module` (accepted for compatibility with the
+//! TypeScript SDK's `plugins.json`; it only documents which compiled-in plugin is meant,
+//! nothing is ever loaded from it).
+//!
+//! The TypeScript SDK's list form loads unchanged:
+//! `{"plugins": [{"name": "cache-plugin", "module": "./plugins/CachePlugin", "enabled": true, "config": {...}}]}`.
+//!
+//! # Order of evaluation
+//!
+//! 1. the file (TOML by default; JSON when the name ends in `.json`);
+//! 2. the profile named by `IXP_ENV` (default `development`): `[profiles.<name>]` is
+//!    merged over the root, key by key;
+//! 3. `${VAR}` and `${VAR:-default}` in string values are replaced (`$${` writes a
+//!    literal `${`); an unset variable without default is a problem of the check;
+//! 4. environment overrides: `IXP_SERVER__PORT=4000`,
+//!    `IXP_PLUGINS__CACHE_PLUGIN__TTL=60`. After the `IXP_` prefix, `__` separates the
+//!    path segments; segments match existing keys ignoring case, `-` and `_`
+//!    (`CACHE_PLUGIN` finds `cache-plugin`, `KEY_PREFIX` finds `keyPrefix`); a new key is
+//!    written in lower case (with `-` for plugin names). Values are strings and fill
+//!    numbers and booleans as well.
+
+mod interpolate;
+pub(crate) mod lenient;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::problem::{closest, Problem};
+
+/// The environment variable that selects the profile.
+pub const PROFILE_VAR: &str = "IXP_ENV";
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "IXP_";
+/// Keys of a plugin section that the host reads; the rest is the plugin's config.
+pub const RESERVED_PLUGIN_KEYS: [&str; 3] = ["enabled", "hook_timeout", "module"];
+
+/// A config file that cannot be read or parsed at all. (Problems inside a well-formed
+/// file are [`Problem`]s, reported together by the start-up check.)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or JSON.
+    #[error("config file {origin} is not valid {format}: {message}")]
+    Parse {
+        /// The file name, or `<inline>`.
+        origin: String,
+        /// `TOML` or `JSON`.
+        format: &'static str,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The top level is not a table/object, or `plugins` has the wrong shape.
+    #[error("config file {origin}: {message}")]
+    Shape {
+        /// The file name, or `<inline>`.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Format of a config text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML (`ixp.toml`).
+    Toml,
+    /// JSON (`plugins.json`).
+    Json,
+}
+
+/// Builds an [`IxpConfig`] from a file or text, a profile and the environment.
+///
+/// ```
+/// use ixp_core::config::{ConfigLoader, Format};
+///
+/// let config = ConfigLoader::new()
+///     .text(Format::Toml, "[plugins.cache-plugin]\nttl = \"${TTL:-30}\"\n")
+///     .env_vars([("IXP_SERVER__PORT", "4000")])
+///     .load()
+///     .unwrap();
+/// assert_eq!(config.server().port, 4000);
+/// assert_eq!(config.plugin("cache-plugin").unwrap().config["ttl"], "30");
+/// ```
+#[derive(Debug, Default)]
+pub struct ConfigLoader {
+    source: Option<Source>,
+    env: Option<Vec<(String, String)>>,
+    profile: Option<String>,
+}
+
+#[derive(Debug)]
+enum Source {
+    File(PathBuf),
+    Text(Format, String),
+    Value(Value),
+}
+
+impl ConfigLoader {
+    /// A loader with no file (every plugin on its defaults) and the process environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads this file: JSON if its name ends in `.json`, TOML otherwise.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.source = Some(Source::File(path.into()));
+        self
+    }
+
+    /// Reads this text.
+    pub fn text(mut self, format: Format, text: impl Into<String>) -> Self {
+        self.source = Some(Source::Text(format, text.into()));
+        self
+    }
+
+    /// Uses this tree as the file's content.
+    pub fn value(mut self, value: Value) -> Self {
+        self.source = Some(Source::Value(value));
+        self
+    }
+
+    /// Uses these variables instead of the process environment (for interpolation,
+    /// overrides and `IXP_ENV`).
+    pub fn env_vars<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        self
+    }
+
+    /// Selects a profile, whatever `IXP_ENV` says.
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.profile = Some(profile.into());
+        self
+    }
+
+    /// Loads the configuration.
+    pub fn load(self) -> Result<IxpConfig, ConfigError> {
+        let env: Vec<(String, String)> = self.env.unwrap_or_else(|| std::env::vars().collect());
+        let (origin, file_path, mut root) = match self.source {
+            None => ("<defaults>".to_owned(), None, Value::Object(Map::new())),
+            Some(Source::Value(v)) => ("<inline>".to_owned(), None, v),
+            Some(Source::Text(format, text)) => (
+                "<inline>".to_owned(),
+                None,
+                parse_text(format, &text, "<inline>")?,
+            ),
+            Some(Source::File(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let origin = path.display().to_string();
+                let format = if path.extension().is_some_and(|e| e == "json") {
+                    Format::Json
+                } else {
+                    Format::Toml
+                };
+                let value = parse_text(format, &text, &origin)?;
+                (origin, Some(path), value)
+            }
+        };
+        let Value::Object(ref mut map) = root else {
+            return Err(ConfigError::Shape {
+                origin,
+                message: "the top level must be a table (TOML) or an object (JSON)".into(),
+            });
+        };
+        normalize_plugin_list(map, &origin)?;
+
+        let profile = self
+            .profile
+            .or_else(|| {
+                env.iter()
+                    .find(|(k, _)| k == PROFILE_VAR)
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap_or_else(|| "development".to_owned());
+        if let Some(Value::Object(profiles)) = map.remove("profiles") {
+            if let Some(overlay) = profiles.get(&profile) {
+                let mut overlay = overlay.clone();
+                if let Value::Object(o) = &mut overlay {
+                    normalize_plugin_list(o, &origin)?;
+                }
+                merge(&mut root, overlay);
+            }
+        }
+
+        let lookup = |var: &str| env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone());
+        let mut missing = Vec::new();
+        interpolate::walk(&mut root, &mut String::new(), &lookup, &mut missing);
+        apply_env_overrides(&mut root, &env);
+
+        IxpConfig::from_tree(root, file_path, profile, missing)
+    }
+}
+
+fn parse_text(format: Format, text: &str, origin: &str) -> Result<Value, ConfigError> {
+    match format {
+        Format::Toml => toml::from_str::<Value>(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            format: "TOML",
+            message: e.to_string().trim_end().to_owned(),
+        }),
+        Format::Json => serde_json::from_str::<Value>(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            format: "JSON",
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Turns the TypeScript SDK's `plugins: [{name, module, enabled, config}]` list into the
+/// table form `plugins: {name: {enabled, module, ...config}}`.
+fn normalize_plugin_list(map: &mut Map<String, Value>, origin: &str) -> Result<(), ConfigError> {
+    let Some(Value::Array(list)) = map.get("plugins") else {
+        return Ok(());
+    };
+    let mut table = Map::new();
+    for (i, entry) in list.iter().enumerate() {
+        let Value::Object(entry) = entry else {
+            return Err(ConfigError::Shape {
+                origin: origin.to_owned(),
+                message: format!(
+                    "plugins[{i}] must be an object with `name`, `enabled` and `config`"
+                ),
+            });
+        };
+        let Some(Value::String(name)) = entry.get("name") else {
+            return Err(ConfigError::Shape {
+                origin: origin.to_owned(),
+                message: format!("plugins[{i}] has no `name` string"),
+            });
+        };
+        let mut section = match entry.get("config") {
+            Some(Value::Object(c)) => c.clone(),
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => {
+                return Err(ConfigError::Shape {
+                    origin: origin.to_owned(),
+                    message: format!("plugins[{i}].config must be an object"),
+                })
+            }
+        };
+        for (key, value) in entry {
+            if key != "name" && key != "config" {
+                section.insert(key.clone(), value.clone());
+            }
+        }
+        if table.insert(name.clone(), Value::Object(section)).is_some() {
+            return Err(ConfigError::Shape {
+                origin: origin.to_owned(),
+                message: format!("plugin `{name}` is listed twice in `plugins`"),
+            });
+        }
+    }
+    map.insert("plugins".into(), Value::Object(table));
+    Ok(())
+}
+
+/// Merges `overlay` into `base`: tables key by key, anything else replaced.
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+fn normalized(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn apply_env_overrides(root: &mut Value, env: &[(String, String)]) {
+    let mut overrides: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != PROFILE_VAR && k.contains("__"))
+        .collect();
+    overrides.sort();
+    for (key, value) in overrides {
+        let segments: Vec<&str> = key[ENV_PREFIX.len()..].split("__").collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            continue;
+        }
+        let mut node = &mut *root;
+        for (depth, segment) in segments.iter().enumerate() {
+            if !node.is_object() {
+                *node = Value::Object(Map::new());
+            }
+            let Value::Object(map) = node else { break };
+            let wanted = normalized(segment);
+            let existing = map.keys().find(|k| normalized(k) == wanted).cloned();
+            let name = existing.unwrap_or_else(|| {
+                let lower = segment.to_lowercase();
+                if depth == 1 && segments[0].eq_ignore_ascii_case("plugins") {
+                    lower.replace('_', "-")
+                } else {
+                    lower
+                }
+            });
+            let last = depth + 1 == segments.len();
+            let slot = map.entry(name).or_insert(Value::Null);
+            if last {
+                *slot = Value::String(value.clone());
+            }
+            node = slot;
+        }
+    }
+}
+
+/// Settings of the host and the HTTP front (`[server]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address the HTTP front listens on.
+    pub host: String,
+    /// Port the HTTP front listens on.
+    pub port: u16,
+    /// How long a graceful shutdown may take before the process exits anyway.
+    #[serde(with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
+    pub shutdown_timeout: Duration,
+    /// Default timeout of each plugin lifecycle hook.
+    #[serde(with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
+    pub hook_timeout: Duration,
+    /// Timeout of each plugin's health check.
+    #[serde(with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
+    pub health_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 3001,
+            shutdown_timeout: Duration::from_secs(30),
+            hook_timeout: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serde adapter for `"10s"`-style durations (whole numbers are seconds).
+pub mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    /// Serializes as `"10s"`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Deserializes `"10s"`, `"1h 30m"`, `"250ms"` or a number of seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"10s\", \"500ms\" or \"1h\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                match v.trim().parse::<u64>() {
+                    Ok(secs) => Ok(Duration::from_secs(secs)),
+                    Err(_) => humantime::parse_duration(v.trim()).map_err(|e| {
+                        E::custom(format!(
+                            "invalid duration {v:?}: {e} (write e.g. \"10s\", \"500ms\", \"1h\")"
+                        ))
+                    }),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+                Ok(Duration::from_secs(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The section of one plugin, after loading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSection {
+    /// `enabled` (default `true`).
+    pub enabled: bool,
+    /// `hook_timeout`, if set.
+    pub hook_timeout: Option<Duration>,
+    /// `module`, if set (documentation only: nothing is loaded from it).
+    pub module: Option<String>,
+    /// The plugin's own keys (the reserved ones removed).
+    pub config: Value,
+}
+
+/// The loaded configuration: server settings, plugin sections, and the problems found
+/// while loading (reported by the start-up check together with the others).
+#[derive(Debug, Clone)]
+pub struct IxpConfig {
+    tree: Value,
+    server: ServerSettings,
+    plugins: BTreeMap<String, PluginSection>,
+    problems: Vec<Problem>,
+    file: Option<PathBuf>,
+    profile: String,
+}
+
+impl Default for IxpConfig {
+    fn default() -> Self {
+        Self {
+            tree: Value::Object(Map::new()),
+            server: ServerSettings::default(),
+            plugins: BTreeMap::new(),
+            problems: Vec::new(),
+            file: None,
+            profile: "development".into(),
+        }
+    }
+}
+
+impl IxpConfig {
+    /// Loads a file with the process environment (see [`ConfigLoader`]).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        ConfigLoader::new().file(path.as_ref()).load()
+    }
+
+    fn from_tree(
+        tree: Value,
+        file: Option<PathBuf>,
+        profile: String,
+        mut problems: Vec<Problem>,
+    ) -> Result<Self, ConfigError> {
+        let empty = Value::Object(Map::new());
+        let server = match extract::<ServerSettings>(tree.get("server").unwrap_or(&empty), "server")
+        {
+            Ok(s) => s,
+            Err(mut p) => {
+                problems.append(&mut p);
+                ServerSettings::default()
+            }
+        };
+        let mut plugins = BTreeMap::new();
+        match tree.get("plugins") {
+            None => {}
+            Some(Value::Object(map)) => {
+                for (name, section) in map {
+                    let path = format!("plugins.{name}");
+                    match plugin_section(section, &path) {
+                        Ok(s) => {
+                            plugins.insert(name.clone(), s);
+                        }
+                        Err(mut p) => problems.append(&mut p),
+                    }
+                }
+            }
+            Some(_) => problems.push(Problem::InvalidConfig {
+                path: "plugins".into(),
+                message: "must be a table of plugin sections (or the list form of plugins.json)"
+                    .into(),
+            }),
+        }
+        if let Value::Object(map) = &tree {
+            for key in map.keys() {
+                if !matches!(key.as_str(), "server" | "plugins" | "app") {
+                    problems.push(Problem::UnknownConfigKey {
+                        path: key.clone(),
+                        suggestion: closest(key, ["server", "plugins", "profiles", "app"]),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            tree,
+            server,
+            plugins,
+            problems,
+            file,
+            profile,
+        })
+    }
+
+    /// The `[server]` settings.
+    pub fn server(&self) -> &ServerSettings {
+        &self.server
+    }
+
+    /// The section of a plugin, if the config has one.
+    pub fn plugin(&self, name: &str) -> Option<&PluginSection> {
+        self.plugins.get(name)
+    }
+
+    /// Every plugin section, by name.
+    pub fn plugins(&self) -> &BTreeMap<String, PluginSection> {
+        &self.plugins
+    }
+
+    /// Whether the plugin is enabled (plugins are enabled unless `enabled = false`).
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.plugins.get(name).is_none_or(|s| s.enabled)
+    }
+
+    /// Problems found while loading (unset variables, bad server settings, bad reserved
+    /// keys). The start-up check reports them with its own.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// The whole tree after profile, interpolation and overrides. Applications may keep
+    /// their own settings under `[app]`.
+    pub fn tree(&self) -> &Value {
+        &self.tree
+    }
+
+    /// Extracts the value at a dotted path as `T` (e.g. `config.get::<MySettings>("app")`).
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Vec<Problem>> {
+        let mut node = &self.tree;
+        for segment in path.split('.') {
+            node = node.get(segment).unwrap_or(&Value::Null);
+        }
+        extract(node, path)
+    }
+
+    /// The file the configuration came from, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The selected profile (`IXP_ENV`).
+    pub fn profile(&self) -> &str {
+        &self.profile
+    }
+}
+
+fn plugin_section(section: &Value, path: &str) -> Result<PluginSection, Vec<Problem>> {
+    let mut config = match section {
+        Value::Object(map) => map.clone(),
+        Value::Null => Map::new(),
+        _ => {
+            return Err(vec![Problem::InvalidConfig {
+                path: path.to_owned(),
+                message: "a plugin section must be a table".into(),
+            }])
+        }
+    };
+    #[derive(Deserialize)]
+    struct Reserved {
+        #[serde(default = "yes")]
+        enabled: bool,
+        #[serde(default, with = "opt_duration")]
+        hook_timeout: Option<Duration>,
+        #[serde(default)]
+        module: Option<String>,
+    }
+    fn yes() -> bool {
+        true
+    }
+    mod opt_duration {
+        use std::time::Duration;
+
+        use serde::Deserializer;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::humantime_serde_compat::deserialize(d).map(Some)
+        }
+    }
+    let mut reserved = Map::new();
+    for key in RESERVED_PLUGIN_KEYS {
+        if let Some(v) = config.remove(key) {
+            reserved.insert(key.to_owned(), v);
+        }
+    }
+    let reserved: Reserved = extract(&Value::Object(reserved), path)?;
+    Ok(PluginSection {
+        enabled: reserved.enabled,
+        hook_timeout: reserved.hook_timeout,
+        module: reserved.module,
+        config: Value::Object(config),
+    })
+}
+
+/// Deserializes `T` from `value`, reporting the first type error with its full path
+/// (prefixed by `base`) and every key `T` does not read as an unknown key.
+///
+/// ```
+/// use ixp_core::config::extract;
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Cache { ttl: u64 }
+///
+/// let problems = extract::<Cache>(&serde_json::json!({"ttl": "abc", "tll": 1}), "plugins.cache-plugin")
+///     .err()
+///     .unwrap();
+/// assert_eq!(
+///     problems[0].to_string(),
+///     "plugins.cache-plugin.ttl: invalid type: string \"abc\", expected u64"
+/// );
+/// ```
+pub fn extract<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Vec<Problem>> {
+    let mut unknown = Vec::new();
+    let join = |rest: &str| {
+        if rest.is_empty() || rest == "." {
+            base.to_owned()
+        } else if base.is_empty() {
+            rest.to_owned()
+        } else {
+            format!("{base}.{rest}")
+        }
+    };
+    let result = {
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let ignored = serde_ignored::Deserializer::new(lenient::Lenient(value), &mut record);
+        serde_path_to_error::deserialize::<_, T>(ignored)
+    };
+    let mut problems: Vec<Problem> = unknown
+        .iter()
+        .map(|p| Problem::UnknownConfigKey {
+            path: join(p),
+            suggestion: None,
+        })
+        .collect();
+    match result {
+        Ok(v) if problems.is_empty() => Ok(v),
+        Ok(_) => Err(problems),
+        Err(err) => {
+            let inner = err.inner().to_string();
+            let path = join(&err.path().to_string());
+            // serde's own "unknown field `x`, expected one of ..." carries the key name;
+            // report it as an unknown key with the closest expected key.
+            if let Some((key, expected)) = parse_unknown_field(&inner) {
+                problems.push(Problem::UnknownConfigKey {
+                    path: join_key(&path, &key),
+                    suggestion: closest(&key, expected.iter().map(String::as_str)),
+                });
+            } else {
+                problems.push(Problem::InvalidConfig {
+                    path,
+                    message: inner,
+                });
+            }
+            Err(problems)
+        }
+    }
+}
+
+fn join_key(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Splits serde's `unknown field `x`, expected one of `a`, `b`` message.
+fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    Some((key.to_owned(), expected))
+}

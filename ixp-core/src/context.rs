@@ -1,0 +1,168 @@
+//! [`PluginContext`]: what a plugin gets from the host.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::task::{AbortHandle, JoinHandle};
+use tracing::Instrument;
+
+use crate::config::IxpConfig;
+use crate::events::EventBus;
+use crate::host::ServerHandle;
+use crate::services::ServiceRegistry;
+
+/// A logger scoped to one plugin: every record carries `plugin = <name>`.
+///
+/// The methods take any `Display`; for structured fields, use `tracing`'s macros inside
+/// [`span`](Logger::span) (hooks already run inside it).
+#[derive(Clone)]
+pub struct Logger {
+    plugin: Arc<str>,
+    span: tracing::Span,
+}
+
+impl fmt::Debug for Logger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Logger")
+            .field("plugin", &self.plugin)
+            .finish()
+    }
+}
+
+macro_rules! log_method {
+    ($($name:ident => $level:ident),*) => {
+        $(
+            #[doc = concat!("Logs at `", stringify!($level), "` level with the plugin name.")]
+            pub fn $name(&self, message: impl fmt::Display) {
+                tracing::$level!(parent: &self.span, plugin = %self.plugin, "{message}");
+            }
+        )*
+    };
+}
+
+impl Logger {
+    /// A logger for `plugin`.
+    pub fn new(plugin: &str) -> Self {
+        Self {
+            plugin: plugin.into(),
+            span: tracing::info_span!("plugin", plugin = plugin),
+        }
+    }
+
+    log_method!(trace => trace, debug => debug, info => info, warn => warn, error => error);
+
+    /// The span with the plugin name; the host runs every hook of the plugin inside it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The plugin name.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+}
+
+struct ContextInner {
+    plugin: Arc<str>,
+    logger: Logger,
+    config: Arc<IxpConfig>,
+    events: EventBus,
+    services: ServiceRegistry,
+    server: ServerHandle,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// What a plugin gets from the host: a logger scoped to it, the server's config, the
+/// event bus and service registry (both scoped to it: what it registers is removed when
+/// it stops), a handle to the server, and a way to spawn tasks that stop with it.
+#[derive(Clone)]
+pub struct PluginContext {
+    inner: Arc<ContextInner>,
+}
+
+impl fmt::Debug for PluginContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginContext")
+            .field("plugin", &self.inner.plugin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginContext {
+    pub(crate) fn new(
+        plugin: &str,
+        config: Arc<IxpConfig>,
+        events: &EventBus,
+        services: &ServiceRegistry,
+        server: ServerHandle,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                plugin: plugin.into(),
+                logger: Logger::new(plugin),
+                config,
+                events: events.scoped(plugin),
+                services: services.scoped(plugin),
+                server,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The name of the plugin this context belongs to.
+    pub fn plugin_name(&self) -> &str {
+        &self.inner.plugin
+    }
+
+    /// The plugin's logger.
+    pub fn logger(&self) -> &Logger {
+        &self.inner.logger
+    }
+
+    /// The whole server configuration (the plugin's own section arrives typed in
+    /// `initialize`).
+    pub fn config(&self) -> &IxpConfig {
+        &self.inner.config
+    }
+
+    /// The event bus, acting for this plugin.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// The service registry, acting for this plugin.
+    pub fn services(&self) -> &ServiceRegistry {
+        &self.inner.services
+    }
+
+    /// A handle to the server hosting the plugin.
+    pub fn server(&self) -> &ServerHandle {
+        &self.inner.server
+    }
+
+    /// Spawns a task that runs in the plugin's span and is aborted when the plugin stops
+    /// (if it has not finished by then).
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = tokio::spawn(future.instrument(self.inner.logger.span().clone()));
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle.abort_handle());
+        handle
+    }
+
+    /// Aborts every task spawned through [`spawn`](Self::spawn); returns how many were
+    /// still running.
+    pub(crate) fn abort_tasks(&self) -> usize {
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let running = tasks.iter().filter(|t| !t.is_finished()).count();
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+        running
+    }
+}

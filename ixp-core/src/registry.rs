@@ -1,0 +1,303 @@
+//! Which plugins exist: the link-time registry (`inventory`) and manual registration.
+//!
+//! `#[ixp_plugin]` submits a [`PluginRegistration`] for its struct;
+//! [`Catalog::linked`] collects every registration linked into the binary. A plugin in
+//! another crate is linked when the binary's code references that crate: a `use` of
+//! anything in it, or `extern crate my_plugins;` at the binary's root (see
+//! `docs/plugins.md`, "Plugins in their own crate").
+//!
+//! ```
+//! use ixp_core::{ixp_plugin, BoxError, Catalog, NoConfig, Plugin, PluginContext};
+//!
+//! #[ixp_plugin(name = "clock-plugin", version = "0.3.0")]
+//! struct ClockPlugin;
+//!
+//! impl Plugin for ClockPlugin {
+//!     type Config = NoConfig;
+//!     async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
+//!         Ok(ClockPlugin)
+//!     }
+//! }
+//!
+//! assert!(Catalog::linked().get("clock-plugin").is_some());
+//! assert!(Catalog::new().with::<ClockPlugin>().get("clock-plugin").is_some());
+//! ```
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::Value;
+
+use crate::config::extract;
+use crate::context::PluginContext;
+use crate::health::PluginHealth;
+use crate::plugin::{BoxError, Plugin, PluginMetadata};
+use crate::problem::Problem;
+
+/// The registration of one plugin type: what `#[ixp_plugin]` submits to `inventory`.
+#[derive(Clone, Copy)]
+pub struct PluginRegistration {
+    erased: fn() -> &'static dyn PluginType,
+}
+
+impl PluginRegistration {
+    /// The registration of `P`.
+    pub const fn of<P: Plugin>() -> Self {
+        Self {
+            erased: erased::<P>,
+        }
+    }
+
+    /// The plugin's metadata.
+    pub fn metadata(&self) -> PluginMetadata {
+        (self.erased)().metadata()
+    }
+
+    /// The Rust type of the plugin.
+    pub fn type_name(&self) -> &'static str {
+        (self.erased)().type_name()
+    }
+
+    /// The JSON Schema of the plugin's config section.
+    pub fn config_schema(&self) -> schemars::Schema {
+        (self.erased)().config_schema()
+    }
+
+    pub(crate) fn plugin_type(&self) -> &'static dyn PluginType {
+        (self.erased)()
+    }
+}
+
+impl fmt::Debug for PluginRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginRegistration")
+            .field("name", &self.metadata().name)
+            .field("type", &self.type_name())
+            .finish()
+    }
+}
+
+inventory::collect!(PluginRegistration);
+
+/// Names a built-in plugin and the Cargo feature that compiles it in, whether or not it
+/// is compiled in, so that the start-up check can say which feature to enable.
+/// `ixp-plugins` submits one per built-in plugin backend.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureHint {
+    /// The plugin name.
+    pub plugin: &'static str,
+    /// The Cargo feature (of `ixp-plugins`, forwarded by the app).
+    pub feature: &'static str,
+}
+
+inventory::collect!(FeatureHint);
+
+fn erased<P: Plugin>() -> &'static dyn PluginType {
+    // `Typed<P>` is zero-sized: leaking it allocates nothing.
+    Box::leak(Box::new(Typed::<P>(PhantomData)))
+}
+
+/// A parsed plugin configuration, type-erased until initialization.
+pub(crate) type AnyConfig = Box<dyn Any + Send + Sync>;
+
+/// The type-erased operations the planner and host need from a plugin type.
+pub(crate) trait PluginType: Send + Sync {
+    fn metadata(&self) -> PluginMetadata;
+    fn type_name(&self) -> &'static str;
+    fn parse_config(&self, raw: &Value, path: &str) -> Result<AnyConfig, Vec<Problem>>;
+    fn validate(&self, config: &AnyConfig, path: &str) -> Vec<Problem>;
+    fn effective_config(&self, config: &AnyConfig) -> Value;
+    fn config_schema(&self) -> schemars::Schema;
+    fn initialize(
+        &self,
+        config: AnyConfig,
+        ctx: PluginContext,
+    ) -> BoxFuture<'static, Result<Box<dyn DynPlugin>, BoxError>>;
+}
+
+struct Typed<P>(PhantomData<fn() -> P>);
+
+impl<P: Plugin> PluginType for Typed<P> {
+    fn metadata(&self) -> PluginMetadata {
+        P::METADATA
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<P>()
+    }
+
+    fn parse_config(&self, raw: &Value, path: &str) -> Result<AnyConfig, Vec<Problem>> {
+        let config: P::Config = extract(raw, path)?;
+        let config: AnyConfig = Box::new(config);
+        let problems = self.validate(&config, path);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn validate(&self, config: &AnyConfig, path: &str) -> Vec<Problem> {
+        let Some(config) = config.downcast_ref::<P::Config>() else {
+            return vec![Problem::InvalidConfig {
+                path: path.to_owned(),
+                message: format!(
+                    "the typed config given in code is not a `{}`",
+                    std::any::type_name::<P::Config>()
+                ),
+            }];
+        };
+        match P::validate_config(config) {
+            Ok(()) => Vec::new(),
+            Err(violations) => violations
+                .into_iter()
+                .map(|v| Problem::InvalidConfig {
+                    path: if v.path.is_empty() {
+                        path.to_owned()
+                    } else {
+                        format!("{path}.{}", v.path)
+                    },
+                    message: v.message,
+                })
+                .collect(),
+        }
+    }
+
+    fn effective_config(&self, config: &AnyConfig) -> Value {
+        config
+            .downcast_ref::<P::Config>()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn config_schema(&self) -> schemars::Schema {
+        schemars::schema_for!(P::Config)
+    }
+
+    fn initialize(
+        &self,
+        config: AnyConfig,
+        ctx: PluginContext,
+    ) -> BoxFuture<'static, Result<Box<dyn DynPlugin>, BoxError>> {
+        async move {
+            let config = config
+                .downcast::<P::Config>()
+                .map_err(|_| "internal error: config of the wrong type")?;
+            let plugin = P::initialize(*config, &ctx).await?;
+            Ok(Box::new(plugin) as Box<dyn DynPlugin>)
+        }
+        .boxed()
+    }
+}
+
+/// An initialized plugin, type-erased.
+pub(crate) trait DynPlugin: Send + Sync {
+    fn start<'a>(&'a mut self, ctx: &'a PluginContext) -> BoxFuture<'a, Result<(), BoxError>>;
+    fn stop<'a>(&'a mut self, ctx: &'a PluginContext) -> BoxFuture<'a, Result<(), BoxError>>;
+    fn restart<'a>(&'a mut self, ctx: &'a PluginContext) -> BoxFuture<'a, Result<(), BoxError>>;
+    fn health<'a>(&'a self, ctx: &'a PluginContext) -> BoxFuture<'a, PluginHealth>;
+}
+
+impl<P: Plugin> DynPlugin for P {
+    fn start<'a>(&'a mut self, ctx: &'a PluginContext) -> BoxFuture<'a, Result<(), BoxError>> {
+        Plugin::start(self, ctx).boxed()
+    }
+
+    fn stop<'a>(&'a mut self, ctx: &'a PluginContext) -> BoxFuture<'a, Result<(), BoxError>> {
+        Plugin::stop(self, ctx).boxed()
+    }
+
+    fn restart<'a>(&'a mut self, ctx: &'a PluginContext) -> BoxFuture<'a, Result<(), BoxError>> {
+        Plugin::restart(self, ctx).boxed()
+    }
+
+    fn health<'a>(&'a self, ctx: &'a PluginContext) -> BoxFuture<'a, PluginHealth> {
+        Plugin::health(self, ctx).boxed()
+    }
+}
+
+/// A set of plugin types: those linked into the binary, or chosen in code.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    registrations: Vec<PluginRegistration>,
+    hints: BTreeMap<&'static str, Vec<&'static str>>,
+}
+
+impl Catalog {
+    /// An empty catalog (no plugin; feature hints from the linked crates).
+    pub fn new() -> Self {
+        let mut hints: BTreeMap<&'static str, Vec<&'static str>> = BTreeMap::new();
+        for hint in inventory::iter::<FeatureHint> {
+            let features = hints.entry(hint.plugin).or_default();
+            if !features.contains(&hint.feature) {
+                features.push(hint.feature);
+            }
+        }
+        Self {
+            registrations: Vec::new(),
+            hints,
+        }
+    }
+
+    /// Every plugin registered with `#[ixp_plugin]` in the crates linked into this
+    /// binary, in name order.
+    pub fn linked() -> Self {
+        let mut catalog = Self::new();
+        catalog.registrations = inventory::iter::<PluginRegistration>
+            .into_iter()
+            .copied()
+            .collect();
+        catalog.registrations.sort_by_key(|r| r.metadata().name);
+        catalog
+    }
+
+    /// Adds the plugin type `P` (no-op if that type is already in).
+    pub fn with<P: Plugin>(mut self) -> Self {
+        self.add(PluginRegistration::of::<P>());
+        self
+    }
+
+    /// Adds a registration (no-op if the same type is already in; a different type with
+    /// the same name is kept, and reported as a duplicate by the check).
+    pub fn add(&mut self, registration: PluginRegistration) {
+        if !self
+            .registrations
+            .iter()
+            .any(|r| r.type_name() == registration.type_name())
+        {
+            self.registrations.push(registration);
+        }
+    }
+
+    /// Adds a feature hint.
+    pub fn hint(mut self, plugin: &'static str, feature: &'static str) -> Self {
+        self.hints.entry(plugin).or_default().push(feature);
+        self
+    }
+
+    /// The registrations.
+    pub fn registrations(&self) -> &[PluginRegistration] {
+        &self.registrations
+    }
+
+    /// The registration of the plugin named `name` (the first, if duplicated).
+    pub fn get(&self, name: &str) -> Option<&PluginRegistration> {
+        self.registrations
+            .iter()
+            .find(|r| r.metadata().name == name)
+    }
+
+    /// The Cargo features that compile in the built-in plugin `name`.
+    pub fn features_for(&self, name: &str) -> &[&'static str] {
+        self.hints.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Names of every built-in plugin known from hints.
+    pub fn hinted_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.hints.keys().copied()
+    }
+}
