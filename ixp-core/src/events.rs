@@ -376,15 +376,22 @@ impl Pattern {
     }
 }
 
-struct Sub {
-    id: u64,
+/// What a subscription's worker needs; it outlives the routing entry so that queued
+/// events are still handled after unsubscribing.
+struct SubCore {
     pattern: Pattern,
     owner: Option<Arc<str>>,
     handler: Arc<HandlerFn>,
+}
+
+struct Sub {
+    id: u64,
+    core: Arc<SubCore>,
     options: SubscribeOptions,
     fired: AtomicBool,
     dropped: Arc<AtomicU64>,
-    queue: OnceLock<(mpsc::Sender<Event>, JoinHandle<()>)>,
+    queue: OnceLock<mpsc::Sender<Event>>,
+    worker: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 type Tap = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -405,7 +412,10 @@ impl Routes {
 
     fn matching<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Arc<Sub>> + 'a {
         let exact = self.exact.get(topic).into_iter().flatten();
-        let wild = self.wild.iter().filter(move |s| s.pattern.matches(topic));
+        let wild = self
+            .wild
+            .iter()
+            .filter(move |s| s.core.pattern.matches(topic));
         exact.chain(wild)
     }
 
@@ -643,9 +653,11 @@ impl EventBus {
         let dropped = Arc::new(AtomicU64::new(0));
         let sub = Arc::new(Sub {
             id,
-            pattern: parsed,
-            owner: self.owner.clone(),
-            handler,
+            core: Arc::new(SubCore {
+                pattern: parsed,
+                owner: self.owner.clone(),
+                handler,
+            }),
             options: SubscribeOptions {
                 capacity: options.capacity.max(1),
                 ..options
@@ -653,8 +665,9 @@ impl EventBus {
             fired: AtomicBool::new(false),
             dropped: dropped.clone(),
             queue: OnceLock::new(),
+            worker: std::sync::Mutex::new(None),
         });
-        self.inner.update(|routes| match &sub.pattern {
+        self.inner.update(|routes| match &sub.core.pattern {
             Pattern::Exact(topic) => routes
                 .exact
                 .entry(topic.clone())
@@ -739,10 +752,12 @@ impl EventBus {
                 self.inner.unsubscribe(sub.id);
             }
             report.handled += 1;
-            if let Err(message) = run_handler(&self.inner, sub, event.clone()).await {
+            if let Err(message) =
+                run_handler(&Arc::downgrade(&self.inner), &sub.core, event.clone()).await
+            {
                 report.failures.push(HandlerFailure {
-                    owner: sub.owner.as_deref().map(str::to_owned),
-                    pattern: sub.pattern.as_string(),
+                    owner: sub.core.owner.as_deref().map(str::to_owned),
+                    pattern: sub.core.pattern.as_string(),
                     message,
                 });
             }
@@ -792,8 +807,8 @@ impl EventBus {
         subs.sort_by_key(|s| s.id);
         subs.iter()
             .map(|s| SubscriptionInfo {
-                pattern: s.pattern.as_string(),
-                owner: s.owner.as_deref().map(str::to_owned),
+                pattern: s.core.pattern.as_string(),
+                owner: s.core.owner.as_deref().map(str::to_owned),
             })
             .collect()
     }
@@ -803,7 +818,7 @@ impl EventBus {
     pub fn remove_owner(&self, owner: &str) -> Vec<JoinHandle<()>> {
         let removed = self
             .inner
-            .update(|routes| routes.remove(|s| s.owner.as_deref() != Some(owner)));
+            .update(|routes| routes.remove(|s| s.core.owner.as_deref() != Some(owner)));
         drain_handles(removed)
     }
 
@@ -823,8 +838,8 @@ impl EventBus {
                 if n.is_power_of_two() {
                     tracing::warn!(
                         topic = %event.topic,
-                        pattern = %sub.pattern.as_string(),
-                        plugin = sub.owner.as_deref().unwrap_or("-"),
+                        pattern = %sub.core.pattern.as_string(),
+                        plugin = sub.core.owner.as_deref().unwrap_or("-"),
                         dropped_total = n,
                         "event dropped: subscriber queue is full"
                     );
@@ -836,47 +851,42 @@ impl EventBus {
     }
 
     fn queue_of(&self, sub: &Arc<Sub>) -> mpsc::Sender<Event> {
-        let (sender, _) = sub.queue.get_or_init(|| {
-            let (tx, mut rx) = mpsc::channel::<Event>(sub.options.capacity);
-            let weak_sub = Arc::downgrade(sub);
-            let bus = Arc::downgrade(&self.inner);
-            let span = tracing::info_span!(
-                "subscription",
-                plugin = sub.owner.as_deref().unwrap_or("-"),
-                pattern = %sub.pattern.as_string()
-            );
-            let worker = tokio::spawn(
-                async move {
-                    while let Some(event) = rx.recv().await {
-                        let (Some(sub), Some(bus)) = (weak_sub.upgrade(), bus.upgrade()) else {
-                            break;
-                        };
-                        let _ = run_handler(&bus, &sub, event).await;
+        sub.queue
+            .get_or_init(|| {
+                let (tx, mut rx) = mpsc::channel::<Event>(sub.options.capacity);
+                let core = sub.core.clone();
+                let bus = Arc::downgrade(&self.inner);
+                let span = tracing::info_span!(
+                    "subscription",
+                    plugin = core.owner.as_deref().unwrap_or("-"),
+                    pattern = %core.pattern.as_string()
+                );
+                // The worker ends once every sender is gone (the subscription was
+                // removed) and the queue is empty.
+                let worker = tokio::spawn(
+                    async move {
+                        while let Some(event) = rx.recv().await {
+                            let _ = run_handler(&bus, &core, event).await;
+                        }
                     }
-                }
-                .instrument(span),
-            );
-            (tx, worker)
-        });
-        sender.clone()
+                    .instrument(span),
+                );
+                *sub.worker.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker);
+                tx
+            })
+            .clone()
     }
 }
 
 fn drain_handles(removed: Vec<Arc<Sub>>) -> Vec<JoinHandle<()>> {
     removed
         .into_iter()
-        .filter_map(|sub| {
-            // The worker ends when the queue's sender is gone and the queue is empty.
-            let sub = Arc::into_inner(sub)?;
-            let (sender, worker) = sub.queue.into_inner()?;
-            drop(sender);
-            Some(worker)
-        })
+        .filter_map(|sub| sub.worker.lock().unwrap_or_else(|p| p.into_inner()).take())
         .collect()
 }
 
 /// Runs one handler call, isolating errors and panics.
-async fn run_handler(bus: &Arc<BusInner>, sub: &Arc<Sub>, event: Event) -> Result<(), String> {
+async fn run_handler(bus: &Weak<BusInner>, sub: &SubCore, event: Event) -> Result<(), String> {
     let topic = event.topic.clone();
     let outcome = AssertUnwindSafe((sub.handler)(event)).catch_unwind().await;
     let message = match outcome {
@@ -893,10 +903,10 @@ async fn run_handler(bus: &Arc<BusInner>, sub: &Arc<Sub>, event: Event) -> Resul
         "event handler failed"
     );
     if &*topic != ERROR_TOPIC {
-        let report = EventBus {
-            inner: bus.clone(),
-            owner: None,
+        let Some(inner) = bus.upgrade() else {
+            return Err(message);
         };
+        let report = EventBus { inner, owner: None };
         report.try_emit(
             ERROR_TOPIC,
             ErrorOccurred {

@@ -338,7 +338,10 @@ pub(crate) fn plan_with(
                     Err(found)
                 }
             }
-            None => ty.parse_config(section.map_or(&empty, |s| &s.config), &path),
+            None => match section {
+                Some(s) => ty.parse_config(&s.config, &path, &s.env_created),
+                None => ty.parse_config(&empty, &path, &[]),
+            },
         };
         match result {
             Ok(value) => parsed.push(Some((value, timeout))),

@@ -32,7 +32,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
 
-use crate::config::extract;
+use crate::config::{align_env_keys, extract};
 use crate::context::PluginContext;
 use crate::health::PluginHealth;
 use crate::plugin::{BoxError, Plugin, PluginMetadata};
@@ -108,7 +108,12 @@ pub(crate) type AnyConfig = Box<dyn Any + Send + Sync>;
 pub(crate) trait PluginType: Send + Sync {
     fn metadata(&self) -> PluginMetadata;
     fn type_name(&self) -> &'static str;
-    fn parse_config(&self, raw: &Value, path: &str) -> Result<AnyConfig, Vec<Problem>>;
+    fn parse_config(
+        &self,
+        raw: &Value,
+        path: &str,
+        env_created: &[Vec<String>],
+    ) -> Result<AnyConfig, Vec<Problem>>;
     fn validate(&self, config: &AnyConfig, path: &str) -> Vec<Problem>;
     fn effective_config(&self, config: &AnyConfig) -> Value;
     fn config_schema(&self) -> schemars::Schema;
@@ -130,8 +135,20 @@ impl<P: Plugin> PluginType for Typed<P> {
         std::any::type_name::<P>()
     }
 
-    fn parse_config(&self, raw: &Value, path: &str) -> Result<AnyConfig, Vec<Problem>> {
-        let config: P::Config = extract(raw, path)?;
+    fn parse_config(
+        &self,
+        raw: &Value,
+        path: &str,
+        env_created: &[Vec<String>],
+    ) -> Result<AnyConfig, Vec<Problem>> {
+        let config: P::Config = if env_created.is_empty() {
+            extract(raw, path)?
+        } else {
+            let mut aligned = raw.clone();
+            let schema = self.config_schema();
+            align_env_keys(&mut aligned, env_created, schema.as_value());
+            extract(&aligned, path)?
+        };
         let config: AnyConfig = Box::new(config);
         let problems = self.validate(&config, path);
         if problems.is_empty() {

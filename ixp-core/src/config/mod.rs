@@ -47,6 +47,7 @@ mod interpolate;
 pub(crate) mod lenient;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -232,9 +233,19 @@ impl ConfigLoader {
         let lookup = |var: &str| env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone());
         let mut missing = Vec::new();
         interpolate::walk(&mut root, &mut String::new(), &lookup, &mut missing);
-        apply_env_overrides(&mut root, &env);
+        let created = apply_env_overrides(&mut root, &env);
 
-        IxpConfig::from_tree(root, file_path, profile, missing)
+        let mut config = IxpConfig::from_tree(root, file_path, profile, missing)?;
+        for path in created {
+            if let [plugins, name, rest @ ..] = path.as_slice() {
+                if plugins == "plugins" && !rest.is_empty() {
+                    if let Some(section) = config.plugins.get_mut(name) {
+                        section.env_created.push(rest.to_vec());
+                    }
+                }
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -325,7 +336,10 @@ fn normalized(key: &str) -> String {
         .collect()
 }
 
-fn apply_env_overrides(root: &mut Value, env: &[(String, String)]) {
+/// Applies the overrides; returns the paths whose last key did not exist and was
+/// created (its spelling may still need to be matched to a config field's name).
+fn apply_env_overrides(root: &mut Value, env: &[(String, String)]) -> Vec<Vec<String>> {
+    let mut created = Vec::new();
     let mut overrides: Vec<&(String, String)> = env
         .iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != PROFILE_VAR && k.contains("__"))
@@ -337,6 +351,8 @@ fn apply_env_overrides(root: &mut Value, env: &[(String, String)]) {
             continue;
         }
         let mut node = &mut *root;
+        let mut path = Vec::with_capacity(segments.len());
+        let mut new_key = false;
         for (depth, segment) in segments.iter().enumerate() {
             if !node.is_object() {
                 *node = Value::Object(Map::new());
@@ -344,6 +360,7 @@ fn apply_env_overrides(root: &mut Value, env: &[(String, String)]) {
             let Value::Object(map) = node else { break };
             let wanted = normalized(segment);
             let existing = map.keys().find(|k| normalized(k) == wanted).cloned();
+            new_key |= existing.is_none();
             let name = existing.unwrap_or_else(|| {
                 let lower = segment.to_lowercase();
                 if depth == 1 && segments[0].eq_ignore_ascii_case("plugins") {
@@ -353,12 +370,72 @@ fn apply_env_overrides(root: &mut Value, env: &[(String, String)]) {
                 }
             });
             let last = depth + 1 == segments.len();
+            path.push(name.clone());
             let slot = map.entry(name).or_insert(Value::Null);
             if last {
                 *slot = Value::String(value.clone());
             }
             node = slot;
         }
+        if new_key {
+            created.push(path);
+        }
+    }
+    created
+}
+
+/// Renames keys created by environment overrides to the config field they match when
+/// case, `-` and `_` are ignored (`api_key` -> `apiKey`), following the JSON Schema of
+/// the config type. `paths` are relative to `value`.
+pub(crate) fn align_env_keys(value: &mut Value, paths: &[Vec<String>], schema: &Value) {
+    for path in paths {
+        let mut node = &mut *value;
+        let mut sub = Some(schema);
+        for key in path {
+            let Value::Object(map) = node else { break };
+            let properties = sub.and_then(|s| properties_of(s, schema));
+            let mut name = key.clone();
+            if let Some(props) = properties {
+                if !props.contains_key(key) {
+                    if let Some(field) = props.keys().find(|p| normalized(p) == normalized(key)) {
+                        if let Some(v) = map.remove(key) {
+                            map.insert(field.clone(), v);
+                        }
+                        name = field.clone();
+                    }
+                }
+            }
+            sub = properties.and_then(|p| p.get(&name));
+            match map.get_mut(&name) {
+                Some(next) => node = next,
+                None => break,
+            }
+        }
+    }
+}
+
+/// The `properties` of a schema, through `$ref`, `anyOf`, `oneOf` and `allOf`.
+fn properties_of<'a>(schema: &'a Value, root: &'a Value) -> Option<&'a Map<String, Value>> {
+    let schema = resolve(schema, root);
+    if let Some(Value::Object(props)) = schema.get("properties") {
+        return Some(props);
+    }
+    ["anyOf", "oneOf", "allOf"].iter().find_map(|k| {
+        schema
+            .get(*k)
+            .and_then(Value::as_array)
+            .and_then(|alts| alts.iter().find_map(|alt| properties_of(alt, root)))
+    })
+}
+
+fn resolve<'a>(schema: &'a Value, root: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => reference
+            .strip_prefix("#/")
+            .map(|pointer| format!("/{pointer}"))
+            .and_then(|pointer| root.pointer(&pointer))
+            .unwrap_or(schema),
+        None => schema,
     }
 }
 
@@ -434,8 +511,9 @@ pub mod humantime_serde_compat {
     }
 }
 
-/// The section of one plugin, after loading.
-#[derive(Debug, Clone, PartialEq)]
+/// The section of one plugin, after loading. Its `Debug` shows keys, never values (the
+/// raw tree cannot know which values are secrets).
+#[derive(Clone, PartialEq)]
 pub struct PluginSection {
     /// `enabled` (default `true`).
     pub enabled: bool,
@@ -445,11 +523,42 @@ pub struct PluginSection {
     pub module: Option<String>,
     /// The plugin's own keys (the reserved ones removed).
     pub config: Value,
+    /// Keys created by environment overrides, relative to `config`.
+    pub env_created: Vec<Vec<String>>,
+}
+
+impl fmt::Debug for PluginSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginSection")
+            .field("enabled", &self.enabled)
+            .field("hook_timeout", &self.hook_timeout)
+            .field("module", &self.module)
+            .field("keys", &KeysOnly(&self.config))
+            .finish()
+    }
+}
+
+/// Shows the shape of a JSON tree with every scalar value hidden.
+struct KeysOnly<'a>(&'a Value);
+
+impl fmt::Debug for KeysOnly<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Object(map) => f
+                .debug_map()
+                .entries(map.iter().map(|(k, v)| (k, KeysOnly(v))))
+                .finish(),
+            Value::Array(items) => f.debug_list().entries(items.iter().map(KeysOnly)).finish(),
+            _ => f.write_str("…"),
+        }
+    }
 }
 
 /// The loaded configuration: server settings, plugin sections, and the problems found
 /// while loading (reported by the start-up check together with the others).
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` shows keys, never values.
+#[derive(Clone)]
 pub struct IxpConfig {
     tree: Value,
     server: ServerSettings,
@@ -457,6 +566,19 @@ pub struct IxpConfig {
     problems: Vec<Problem>,
     file: Option<PathBuf>,
     profile: String,
+}
+
+impl fmt::Debug for IxpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IxpConfig")
+            .field("file", &self.file)
+            .field("profile", &self.profile)
+            .field("server", &self.server)
+            .field("plugins", &self.plugins)
+            .field("tree", &KeysOnly(&self.tree))
+            .field("problems", &self.problems)
+            .finish()
+    }
 }
 
 impl Default for IxpConfig {
@@ -500,10 +622,11 @@ impl IxpConfig {
                 for (name, section) in map {
                     let path = format!("plugins.{name}");
                     match plugin_section(section, &path) {
-                        Ok(s) => {
+                        Ok((s, mut found)) => {
+                            problems.append(&mut found);
                             plugins.insert(name.clone(), s);
                         }
-                        Err(mut p) => problems.append(&mut p),
+                        Err(mut found) => problems.append(&mut found),
                     }
                 }
             }
@@ -585,7 +708,12 @@ impl IxpConfig {
     }
 }
 
-fn plugin_section(section: &Value, path: &str) -> Result<PluginSection, Vec<Problem>> {
+/// The section, with its reserved keys read (a bad reserved key is a problem, and its
+/// default is used so that the plugin's own keys are still checked).
+fn plugin_section(
+    section: &Value,
+    path: &str,
+) -> Result<(PluginSection, Vec<Problem>), Vec<Problem>> {
     let mut config = match section {
         Value::Object(map) => map.clone(),
         Value::Null => Map::new(),
@@ -623,13 +751,25 @@ fn plugin_section(section: &Value, path: &str) -> Result<PluginSection, Vec<Prob
             reserved.insert(key.to_owned(), v);
         }
     }
-    let reserved: Reserved = extract(&Value::Object(reserved), path)?;
-    Ok(PluginSection {
+    let (reserved, problems) = match extract::<Reserved>(&Value::Object(reserved), path) {
+        Ok(r) => (r, Vec::new()),
+        Err(problems) => (
+            Reserved {
+                enabled: true,
+                hook_timeout: None,
+                module: None,
+            },
+            problems,
+        ),
+    };
+    let section = PluginSection {
         enabled: reserved.enabled,
         hook_timeout: reserved.hook_timeout,
         module: reserved.module,
         config: Value::Object(config),
-    })
+        env_created: Vec::new(),
+    };
+    Ok((section, problems))
 }
 
 /// Deserializes `T` from `value`, reporting the first type error with its full path
@@ -682,8 +822,13 @@ pub fn extract<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Vec<
             // serde's own "unknown field `x`, expected one of ..." carries the key name;
             // report it as an unknown key with the closest expected key.
             if let Some((key, expected)) = parse_unknown_field(&inner) {
+                let ends_with_key = path == key || path.ends_with(&format!(".{key}"));
                 problems.push(Problem::UnknownConfigKey {
-                    path: join_key(&path, &key),
+                    path: if ends_with_key {
+                        path
+                    } else {
+                        join_key(&path, &key)
+                    },
                     suggestion: closest(&key, expected.iter().map(String::as_str)),
                 });
             } else {

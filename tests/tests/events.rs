@@ -1,0 +1,353 @@
+//! The event bus: delivery, wildcards, once/off, ordering, back-pressure, drops,
+//! failure isolation, typed events.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ixp_core::events::{ErrorOccurred, Event, EventBus, Overflow, SubscribeOptions, TypedEvent};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+fn recorder(bus: &EventBus, pattern: &str) -> (ixp_core::Subscription, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let sub = bus
+        .on(pattern, move |event: Event| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().expect("lock").push(event.topic().to_owned());
+            }
+        })
+        .expect("valid pattern");
+    (sub, seen)
+}
+
+async fn settle(seen: &Seen, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        if seen.lock().expect("lock").len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    seen.lock().expect("lock").clone()
+}
+
+#[tokio::test]
+async fn exact_and_wildcard_subscriptions_receive_matching_topics() {
+    let bus = EventBus::new();
+    let (_exact, exact) = recorder(&bus, "order.created");
+    let (_one, one) = recorder(&bus, "order.*");
+    let (_rest, rest) = recorder(&bus, "order.**");
+    let (_all, all) = recorder(&bus, "**");
+    for topic in [
+        "order.created",
+        "order.paid",
+        "order.paid.late",
+        "user.created",
+    ] {
+        bus.emit(topic, ()).await;
+    }
+    assert_eq!(settle(&exact, 1).await, ["order.created"]);
+    assert_eq!(settle(&one, 2).await, ["order.created", "order.paid"]);
+    assert_eq!(
+        settle(&rest, 3).await,
+        ["order.created", "order.paid", "order.paid.late"]
+    );
+    assert_eq!(settle(&all, 4).await.len(), 4);
+}
+
+#[tokio::test]
+async fn dropping_cancelling_or_off_unsubscribes() {
+    let bus = EventBus::new();
+    let (a, seen_a) = recorder(&bus, "t");
+    let (b, seen_b) = recorder(&bus, "t");
+    let (c, seen_c) = recorder(&bus, "t");
+    assert_eq!(bus.emit("t", ()).await, 3);
+    drop(a);
+    b.cancel();
+    bus.off(c);
+    assert_eq!(bus.emit("t", ()).await, 0);
+    assert!(bus.subscriptions().is_empty());
+    for seen in [seen_a, seen_b, seen_c] {
+        assert_eq!(settle(&seen, 1).await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn once_handles_exactly_one_event() {
+    let bus = EventBus::new();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let sub = bus
+        .once("ping", move |_| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .expect("valid");
+    bus.emit("ping", ()).await;
+    bus.emit("ping", ()).await;
+    bus.emit_and_wait("ping", ()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert!(!sub.is_active());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subscription_receives_one_publishers_events_in_order() {
+    let bus = EventBus::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = bus
+        .on("seq", move |event: Event| {
+            let tx = tx.clone();
+            async move {
+                tokio::task::yield_now().await;
+                tx.send(*event.payload::<u32>().expect("u32")).ok();
+            }
+        })
+        .expect("valid");
+    for i in 0..2000_u32 {
+        bus.emit("seq", i).await;
+    }
+    for expected in 0..2000_u32 {
+        assert_eq!(rx.recv().await, Some(expected));
+    }
+}
+
+#[tokio::test]
+async fn emit_and_wait_returns_after_every_handler_with_the_failures() {
+    let bus = EventBus::new();
+    let done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let done = done.clone();
+        bus.on("job", move |_| {
+            let done = done.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .expect("valid")
+        .detach();
+    }
+    bus.on("job", |_| async { Err::<(), _>("bad job") })
+        .expect("valid")
+        .detach();
+    let report = bus.emit_and_wait("job", ()).await;
+    assert_eq!(done.load(Ordering::SeqCst), 3);
+    assert_eq!(report.handled, 4);
+    assert_eq!(report.failures.len(), 1);
+    assert_eq!(report.failures[0].message, "bad job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_or_panicking_handler_disturbs_nobody_and_is_published_as_error_occurred() {
+    let bus = EventBus::new();
+    let errors: Arc<Mutex<Vec<ErrorOccurred>>> = Arc::default();
+    let sink = errors.clone();
+    let _errors = bus
+        .subscribe::<ErrorOccurred, _, _>(move |e| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().expect("lock").push((*e).clone());
+            }
+        })
+        .expect("valid");
+    let scoped = bus.scoped("flaky-plugin");
+    let _panics = scoped
+        .on("work", |_| async {
+            if true {
+                panic!("boom");
+            }
+        })
+        .expect("valid");
+    let _fails = scoped
+        .on("work", |_| async { Err::<(), _>("no luck") })
+        .expect("valid");
+    let (_good, good) = recorder(&bus, "work");
+    for _ in 0..3 {
+        bus.emit("work", ()).await;
+    }
+    // The healthy handler saw every event; the failing ones kept receiving theirs.
+    assert_eq!(settle(&good, 3).await.len(), 3);
+    for _ in 0..200 {
+        if errors.lock().expect("lock").len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let errors = errors.lock().expect("lock").clone();
+    assert_eq!(errors.len(), 6, "{errors:?}");
+    assert!(errors
+        .iter()
+        .all(|e| e.plugin.as_deref() == Some("flaky-plugin")));
+    assert!(errors.iter().all(|e| e.topic.as_deref() == Some("work")));
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.message == "handler panicked: boom")
+            .count(),
+        3
+    );
+    assert_eq!(errors.iter().filter(|e| e.message == "no luck").count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_with_wait_applies_back_pressure_and_loses_nothing() {
+    let bus = EventBus::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (g, h) = (gate.clone(), handled.clone());
+    let options = SubscribeOptions {
+        capacity: 2,
+        overflow: Overflow::Wait,
+        once: false,
+    };
+    let _sub = bus
+        .on_with("slow", options, move |_| {
+            let (g, h) = (g.clone(), h.clone());
+            async move {
+                g.acquire().await.expect("open").forget();
+                h.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .expect("valid");
+    // One event in the handler, two in the queue: the fourth emit must wait.
+    for _ in 0..3 {
+        bus.emit("slow", ()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let blocked = tokio::time::timeout(Duration::from_millis(100), bus.emit("slow", ())).await;
+    assert!(blocked.is_err(), "emit should wait for room in the queue");
+    gate.add_permits(10);
+    let bus2 = bus.clone();
+    let publisher = tokio::spawn(async move {
+        for _ in 0..6 {
+            bus2.emit("slow", ()).await;
+        }
+    });
+    gate.add_permits(100);
+    publisher.await.expect("publisher");
+    for _ in 0..200 {
+        if handled.load(Ordering::SeqCst) == 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // 3 + 6 accepted; the timed-out emit was cancelled before it was accepted.
+    assert_eq!(handled.load(Ordering::SeqCst), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_with_drop_newest_counts_its_drops() {
+    let bus = EventBus::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let options = SubscribeOptions {
+        capacity: 1,
+        overflow: Overflow::DropNewest,
+        once: false,
+    };
+    let sub = bus
+        .on_with("burst", options, move |_| {
+            let g = g.clone();
+            async move {
+                g.acquire().await.expect("open").forget();
+            }
+        })
+        .expect("valid");
+    let mut accepted = 0;
+    for _ in 0..10 {
+        accepted += bus.emit("burst", ()).await;
+        tokio::task::yield_now().await;
+    }
+    assert!(accepted < 10);
+    assert_eq!(sub.dropped() as usize, 10 - accepted);
+    // try_emit never waits, whatever the policy.
+    let (_w, _) = recorder(&bus, "other");
+    assert_eq!(bus.try_emit("other", ()), 1);
+    gate.add_permits(100);
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct UserCreated {
+    id: u64,
+    email: String,
+}
+
+impl TypedEvent for UserCreated {
+    const TOPIC: &'static str = "user.created";
+}
+
+#[tokio::test]
+async fn typed_events_name_their_topic_and_decode_json_payloads() {
+    let bus = EventBus::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = bus
+        .subscribe::<UserCreated, _, _>(move |user| {
+            let tx = tx.clone();
+            async move {
+                tx.send((*user).clone()).ok();
+            }
+        })
+        .expect("valid");
+    bus.publish(UserCreated {
+        id: 1,
+        email: "a@example.com".into(),
+    })
+    .await;
+    // What a bridge from another process delivers: JSON.
+    bus.emit(
+        "user.created",
+        serde_json::json!({"id": 2, "email": "b@example.com"}),
+    )
+    .await;
+    assert_eq!(rx.recv().await.map(|u| u.id), Some(1));
+    assert_eq!(rx.recv().await.map(|u| u.id), Some(2));
+}
+
+#[tokio::test]
+async fn a_payload_of_the_wrong_shape_is_a_handler_error_naming_both_types() {
+    let bus = EventBus::new();
+    let _sub = bus
+        .subscribe::<UserCreated, _, _>(|_| async {})
+        .expect("valid");
+    let report = bus.emit_and_wait("user.created", 42_u8).await;
+    assert_eq!(report.failures.len(), 1);
+    let message = &report.failures[0].message;
+    assert!(message.contains("carries a `u8` payload"), "{message}");
+    assert!(message.contains("UserCreated"), "{message}");
+}
+
+#[test]
+fn invalid_patterns_are_errors_not_panics() {
+    let bus = EventBus::new();
+    for pattern in ["", "a..b", "a.**.b", "a.b*"] {
+        let err = bus.on(pattern, |_| async {}).expect_err("invalid");
+        assert!(err
+            .to_string()
+            .starts_with(&format!("invalid topic pattern `{pattern}`")));
+    }
+}
+
+#[tokio::test]
+async fn a_scoped_bus_marks_the_source_of_its_events() {
+    let bus = EventBus::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = bus
+        .on("hello", move |event: Event| {
+            let tx = tx.clone();
+            async move {
+                tx.send(event.source().map(str::to_owned)).ok();
+            }
+        })
+        .expect("valid");
+    bus.scoped("greeter").emit("hello", ()).await;
+    bus.emit("hello", ()).await;
+    assert_eq!(rx.recv().await, Some(Some("greeter".to_owned())));
+    assert_eq!(rx.recv().await, Some(None));
+}
