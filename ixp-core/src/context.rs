@@ -69,8 +69,18 @@ struct ContextInner {
     config: Arc<IxpConfig>,
     events: EventBus,
     services: ServiceRegistry,
+    #[cfg(feature = "http")]
+    http: crate::http::HttpRoutes,
     server: ServerHandle,
     tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// The shared registries a context is scoped from.
+pub(crate) struct Registries<'a> {
+    pub(crate) events: &'a EventBus,
+    pub(crate) services: &'a ServiceRegistry,
+    #[cfg(feature = "http")]
+    pub(crate) http: &'a crate::http::HttpRoutes,
 }
 
 /// What a plugin gets from the host: a logger scoped to it, the server's config, the
@@ -93,8 +103,7 @@ impl PluginContext {
     pub(crate) fn new(
         plugin: &str,
         config: Arc<IxpConfig>,
-        events: &EventBus,
-        services: &ServiceRegistry,
+        registries: Registries<'_>,
         server: ServerHandle,
     ) -> Self {
         Self {
@@ -102,8 +111,10 @@ impl PluginContext {
                 plugin: plugin.into(),
                 logger: Logger::new(plugin),
                 config,
-                events: events.scoped(plugin),
-                services: services.scoped(plugin),
+                events: registries.events.scoped(plugin),
+                services: registries.services.scoped(plugin),
+                #[cfg(feature = "http")]
+                http: registries.http.scoped(plugin),
                 server,
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -134,6 +145,12 @@ impl PluginContext {
     /// The service registry, acting for this plugin.
     pub fn services(&self) -> &ServiceRegistry {
         &self.inner.services
+    }
+
+    /// The HTTP routes and middleware, mounting for this plugin (feature `http`).
+    #[cfg(feature = "http")]
+    pub fn http(&self) -> &crate::http::HttpRoutes {
+        &self.inner.http
     }
 
     /// A handle to the server hosting the plugin.

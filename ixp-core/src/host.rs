@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::IxpConfig;
-use crate::context::PluginContext;
+use crate::context::{PluginContext, Registries};
 use crate::events::{panic_message, EventBus};
 use crate::health::{HealthReport, PluginHealth};
 use crate::plan::{plan_with, Plan};
@@ -239,6 +239,8 @@ struct HostShared {
     index: HashMap<String, usize>,
     events: EventBus,
     services: ServiceRegistry,
+    #[cfg(feature = "http")]
+    http: crate::http::HttpRoutes,
     config: Arc<IxpConfig>,
     phase: tokio::sync::Mutex<HostPhase>,
     started: std::sync::atomic::AtomicBool,
@@ -376,6 +378,10 @@ impl Host {
             .collect();
         services.set_providers(providers);
         let shared = Arc::new_cyclic(|weak: &Weak<HostShared>| {
+            #[cfg(feature = "http")]
+            let http = crate::http::HttpRoutes::new(ServerHandle {
+                shared: weak.clone(),
+            });
             let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); plan.plugins.len()];
             for (i, p) in plan.plugins.iter().enumerate() {
                 for &d in &p.dependencies {
@@ -388,15 +394,16 @@ impl Host {
                 .zip(dependents)
                 .map(|(p, dependents)| {
                     let name: Arc<str> = p.metadata.name.into();
-                    let ctx = PluginContext::new(
-                        &name,
-                        config.clone(),
-                        &events,
-                        &services,
-                        ServerHandle {
-                            shared: weak.clone(),
-                        },
-                    );
+                    let registries = Registries {
+                        events: &events,
+                        services: &services,
+                        #[cfg(feature = "http")]
+                        http: &http,
+                    };
+                    let server = ServerHandle {
+                        shared: weak.clone(),
+                    };
+                    let ctx = PluginContext::new(&name, config.clone(), registries, server);
                     Slot {
                         name,
                         metadata: p.metadata,
@@ -422,6 +429,8 @@ impl Host {
                 index,
                 events: events.clone(),
                 services: services.clone(),
+                #[cfg(feature = "http")]
+                http,
                 config,
                 phase: tokio::sync::Mutex::new(HostPhase::Planned),
                 started: std::sync::atomic::AtomicBool::new(false),
@@ -447,6 +456,12 @@ impl Host {
     /// The service registry (not scoped to any plugin).
     pub fn services(&self) -> &ServiceRegistry {
         &self.shared.services
+    }
+
+    /// The HTTP routes plugins mounted (feature `http`).
+    #[cfg(feature = "http")]
+    pub fn http(&self) -> &crate::http::HttpRoutes {
+        &self.shared.http
     }
 
     /// The configuration.
@@ -832,6 +847,8 @@ impl HostShared {
             }
         }
         let services = self.services.remove_owner(&slot.name);
+        #[cfg(feature = "http")]
+        self.http.remove_owner(&slot.name);
         let tasks = slot.ctx.abort_tasks();
         if !services.is_empty() || tasks > 0 {
             tracing::debug!(plugin = %slot.name, ?services, tasks, "plugin registrations removed");

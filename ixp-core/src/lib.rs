@@ -52,6 +52,8 @@ pub mod context;
 pub mod events;
 pub mod health;
 pub mod host;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod plan;
 pub mod plugin;
 pub mod problem;
@@ -68,6 +70,8 @@ pub use health::{HealthReport, HealthStatus, PluginHealth};
 pub use host::{
     Hook, HookFailure, Host, HostBuilder, HostError, PluginInfo, PluginState, ServerHandle,
 };
+#[cfg(feature = "http")]
+pub use http::IxpServer;
 pub use plan::{check, Plan};
 pub use plugin::{
     BoxError, ConfigViolation, NoConfig, Plugin, PluginConfig, PluginMeta, PluginMetadata,
@@ -111,3 +115,7 @@ pub use schemars::JsonSchema;
 pub mod __private {
     pub use inventory;
 }
+
+/// axum, re-exported so that plugins mount routes with the same version (feature `http`).
+#[cfg(feature = "http")]
+pub use axum;

@@ -35,7 +35,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::config::IxpConfig;
-use crate::context::PluginContext;
+use crate::context::{PluginContext, Registries};
 use crate::events::{Event, EventBus};
 use crate::health::HealthReport;
 use crate::host::{Host, HostBuilder, HostError, ServerHandle};
@@ -79,11 +79,18 @@ impl MockPluginContext {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(event.clone())
         });
+        #[cfg(feature = "http")]
+        let http = crate::http::HttpRoutes::new(ServerHandle::detached());
+        let registries = Registries {
+            events: &events,
+            services: &services,
+            #[cfg(feature = "http")]
+            http: &http,
+        };
         let ctx = PluginContext::new(
             plugin,
             Arc::new(config),
-            &events,
-            &services,
+            registries,
             ServerHandle::detached(),
         );
         Self {

@@ -1,0 +1,757 @@
+//! The HTTP front (feature `http`, on by default): [`IxpServer`] serves the plugins'
+//! routes and the server's own endpoints on axum.
+//!
+//! * `GET /health`: every plugin's health and the aggregate as JSON; 200 when healthy or
+//!   degraded, 503 when unhealthy.
+//! * `GET /health/live`: 200 while the process answers.
+//! * `GET /health/ready`: 200 once every plugin is running, 503 before (and after stop).
+//! * `GET /plugins`: name, version, description, state and dependencies of each plugin.
+//!
+//! Plugins mount routes and middleware through [`PluginContext::http`]
+//! (crate::PluginContext::http); what a plugin mounted disappears when it stops, and a path
+//! another plugin (or the server) already serves is refused with a [`RouteError`].
+//!
+//! Every request publishes `request.started` ([`RequestStarted`]) and
+//! `request.completed` ([`RequestCompleted`]: method, path, status, duration, response
+//! size); a handler that panics answers 500, and a panic or a 5xx answer publishes
+//! `error.occurred`.
+//!
+//! ```
+//! use axum::routing::get;
+//! use ixp_core::http::IxpServer;
+//! use ixp_core::{ixp_plugin, BoxError, NoConfig, Plugin, PluginContext};
+//!
+//! #[ixp_plugin(name = "hello-http-plugin", version = "1.0.0")]
+//! struct HelloHttp;
+//!
+//! impl Plugin for HelloHttp {
+//!     type Config = NoConfig;
+//!     async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
+//!         Ok(HelloHttp)
+//!     }
+//!     async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+//!         ctx.http().route("/hello", get(|| async { "hello" }))?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = IxpServer::builder()
+//!     .catalog(ixp_core::Catalog::new())
+//!     .plugin::<HelloHttp>(NoConfig {})
+//!     .build()?;
+//! server.start().await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let serving = tokio::spawn(server.serve(listener, async { let _ = stopped.await; }));
+//! // ... requests to http://{addr}/hello ...
+//! # let _ = addr;
+//! stop.send(()).ok();
+//! serving.await??;
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::{Json, Router};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::events::{panic_message, ErrorOccurred, EventBus, TypedEvent};
+use crate::health::HealthStatus;
+use crate::host::{Host, HostBuilder, HostError, ServerHandle};
+use crate::problem::CheckReport;
+
+/// Paths the server itself serves.
+pub const RESERVED_PATHS: [&str; 4] = ["/health", "/health/live", "/health/ready", "/plugins"];
+
+/// Why a route could not be mounted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// Another plugin serves the same path.
+    #[error(
+        "plugin `{plugin}` cannot mount `{path}`: plugin `{owner}` already serves `{existing}`"
+    )]
+    Conflict {
+        /// The plugin mounting.
+        plugin: String,
+        /// The path it asked for.
+        path: String,
+        /// The plugin that has it.
+        owner: String,
+        /// The path as the owner wrote it.
+        existing: String,
+    },
+    /// The server serves that path itself.
+    #[error("plugin `{plugin}` cannot mount `{path}`: the server serves it (reserved: /health, /health/live, /health/ready, /plugins)")]
+    Reserved {
+        /// The plugin mounting.
+        plugin: String,
+        /// The path.
+        path: String,
+    },
+    /// The path is not valid for the router.
+    #[error("plugin `{plugin}` cannot mount `{path}`: {reason}")]
+    Invalid {
+        /// The plugin mounting.
+        plugin: String,
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The payload of `request.started`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestStarted {
+    /// Request number, unique within the process.
+    pub id: u64,
+    /// HTTP method.
+    pub method: String,
+    /// Request path (without query).
+    pub path: String,
+}
+
+impl TypedEvent for RequestStarted {
+    const TOPIC: &'static str = "request.started";
+}
+
+/// The payload of `request.completed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestCompleted {
+    /// Request number, the same as in `request.started`.
+    pub id: u64,
+    /// HTTP method.
+    pub method: String,
+    /// Request path (without query).
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// Time to the response head, in milliseconds.
+    pub duration_ms: f64,
+    /// Response body size in bytes, when known before streaming.
+    pub response_size: Option<u64>,
+}
+
+impl TypedEvent for RequestCompleted {
+    const TOPIC: &'static str = "request.completed";
+}
+
+type MiddlewareFn = Arc<dyn Fn(Request, Next) -> BoxFuture<'static, Response> + Send + Sync>;
+
+struct RouteEntry {
+    owner: Arc<str>,
+    path: String,
+    shape: String,
+    method_router: MethodRouter,
+}
+
+struct MiddlewareEntry {
+    owner: Arc<str>,
+    middleware: MiddlewareFn,
+}
+
+struct RoutesInner {
+    routes: Mutex<Vec<RouteEntry>>,
+    middleware: Mutex<Vec<MiddlewareEntry>>,
+    current: RwLock<Router>,
+    server: ServerHandle,
+}
+
+/// The routes and middleware plugins contribute. Cheap to clone; the one in a plugin's
+/// context mounts for that plugin, and the host unmounts it when the plugin stops.
+#[derive(Clone)]
+pub struct HttpRoutes {
+    inner: Arc<RoutesInner>,
+    owner: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for HttpRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRoutes")
+            .field("owner", &self.owner)
+            .field("paths", &self.paths())
+            .finish()
+    }
+}
+
+/// The shape of a path for conflict detection: parameter names do not matter.
+fn shape(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with("{*") {
+                "{*}"
+            } else if segment.starts_with('{') {
+                "{}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+impl HttpRoutes {
+    pub(crate) fn new(server: ServerHandle) -> Self {
+        let routes = Self {
+            inner: Arc::new(RoutesInner {
+                routes: Mutex::new(Vec::new()),
+                middleware: Mutex::new(Vec::new()),
+                current: RwLock::new(Router::new()),
+                server,
+            }),
+            owner: None,
+        };
+        routes.rebuild();
+        routes
+    }
+
+    pub(crate) fn scoped(&self, owner: &str) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            owner: Some(owner.into()),
+        }
+    }
+
+    fn owner_name(&self) -> Arc<str> {
+        self.owner.clone().unwrap_or_else(|| "application".into())
+    }
+
+    /// Mounts `method_router` at `path` (axum syntax: `/users/{id}`, `/files/{*rest}`).
+    pub fn route(&self, path: &str, method_router: MethodRouter) -> Result<(), RouteError> {
+        let plugin = self.owner_name();
+        let invalid = |reason: &str| RouteError::Invalid {
+            plugin: plugin.to_string(),
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !path.starts_with('/') {
+            return Err(invalid("a path must start with `/`"));
+        }
+        if path.split('/').any(|s| s.starts_with(':')) {
+            return Err(invalid("write path parameters as `{name}`, not `:name`"));
+        }
+        let new_shape = shape(path);
+        if RESERVED_PATHS.iter().any(|r| shape(r) == new_shape) {
+            return Err(RouteError::Reserved {
+                plugin: plugin.to_string(),
+                path: path.to_owned(),
+            });
+        }
+        let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = routes.iter().find(|r| r.shape == new_shape) {
+            return Err(RouteError::Conflict {
+                plugin: plugin.to_string(),
+                path: path.to_owned(),
+                owner: existing.owner.to_string(),
+                existing: existing.path.clone(),
+            });
+        }
+        // axum panics on paths it cannot route; try the new table first.
+        let mut candidate = Router::new();
+        for entry in routes.iter() {
+            candidate = candidate.route(&entry.path, entry.method_router.clone());
+        }
+        let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            candidate.route(path, method_router.clone())
+        }));
+        if let Err(panic) = attempt {
+            return Err(invalid(&panic_message(&*panic)));
+        }
+        routes.push(RouteEntry {
+            owner: plugin,
+            path: path.to_owned(),
+            shape: new_shape,
+            method_router,
+        });
+        drop(routes);
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Adds a middleware around every request (plugin routes and the server's own),
+    /// in the order plugins start: the first added is the outermost.
+    ///
+    /// ```
+    /// # use ixp_core::http::HttpRoutes;
+    /// # fn mount(http: &HttpRoutes) {
+    /// http.middleware(|request, next: axum::middleware::Next| async move {
+    ///     let mut response = next.run(request).await;
+    ///     response.headers_mut().insert("x-powered-by", "ixp".parse().unwrap());
+    ///     response
+    /// });
+    /// # }
+    /// ```
+    pub fn middleware<F, Fut>(&self, middleware: F)
+    where
+        F: Fn(Request, Next) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response> + Send + 'static,
+    {
+        let middleware: MiddlewareFn = Arc::new(move |req, next| middleware(req, next).boxed());
+        self.inner
+            .middleware
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(MiddlewareEntry {
+                owner: self.owner_name(),
+                middleware,
+            });
+        self.rebuild();
+    }
+
+    /// Unmounts everything `owner` mounted; returns how many routes and middleware went.
+    pub fn remove_owner(&self, owner: &str) -> usize {
+        let mut removed = 0;
+        {
+            let mut routes = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let before = routes.len();
+            routes.retain(|r| &*r.owner != owner);
+            removed += before - routes.len();
+            let mut middleware = self
+                .inner
+                .middleware
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let before = middleware.len();
+            middleware.retain(|m| &*m.owner != owner);
+            removed += before - middleware.len();
+        }
+        if removed > 0 {
+            self.rebuild();
+        }
+        removed
+    }
+
+    /// The mounted paths and who mounted them.
+    pub fn paths(&self) -> Vec<(String, String)> {
+        self.inner
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| (r.path.clone(), r.owner.to_string()))
+            .collect()
+    }
+
+    fn rebuild(&self) {
+        let server = self.inner.server.clone();
+        let mut router = Router::new()
+            .route("/health", get(health))
+            .route("/health/live", get(live))
+            .route("/health/ready", get(ready))
+            .route("/plugins", get(plugins))
+            .with_state(server);
+        for entry in self
+            .inner
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            router = router.route(&entry.path, entry.method_router.clone());
+        }
+        router = router.fallback(not_found);
+        let middleware = self
+            .inner
+            .middleware
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for entry in middleware.iter().rev() {
+            let m = entry.middleware.clone();
+            router = router.layer(axum::middleware::from_fn(
+                move |req: Request, next: Next| {
+                    let m = m.clone();
+                    async move { m(req, next).await }
+                },
+            ));
+        }
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = router;
+    }
+
+    fn current(&self) -> Router {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The whole application: request events and panic handling around the current
+    /// routes (which follow every mount and unmount).
+    pub fn app(&self, events: EventBus) -> Router {
+        Router::new()
+            .fallback_service(Dynamic(self.clone()))
+            .layer(axum::middleware::from_fn_with_state(events, request_events))
+    }
+}
+
+/// A service that routes each request through the current router.
+#[derive(Clone)]
+struct Dynamic(HttpRoutes);
+
+impl tower_service::Service<Request> for Dynamic {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let mut router = self.0.current();
+        async move { tower_service::Service::call(&mut router, request).await }.boxed()
+    }
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+async fn request_events(State(events): State<EventBus>, request: Request, next: Next) -> Response {
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    events
+        .emit(
+            RequestStarted::TOPIC,
+            RequestStarted {
+                id,
+                method: method.clone(),
+                path: path.clone(),
+            },
+        )
+        .await;
+    let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = format!(
+                "handler of {method} {path} panicked: {}",
+                panic_message(&*panic)
+            );
+            tracing::error!(%method, %path, "{message}");
+            events
+                .emit(
+                    ErrorOccurred::TOPIC,
+                    ErrorOccurred {
+                        source: "http".into(),
+                        plugin: None,
+                        topic: None,
+                        message,
+                    },
+                )
+                .await;
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(serde_json::json!({"error": "internal server error"})),
+            )
+                .into_response()
+        }
+    };
+    let status = response.status();
+    if status.is_server_error() {
+        events
+            .emit(
+                ErrorOccurred::TOPIC,
+                ErrorOccurred {
+                    source: "http".into(),
+                    plugin: None,
+                    topic: None,
+                    message: format!("{method} {path} answered {status}"),
+                },
+            )
+            .await;
+    }
+    let completed = RequestCompleted {
+        id,
+        method,
+        path,
+        status: status.as_u16(),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        response_size: response.body().size_hint().exact(),
+    };
+    events.emit(RequestCompleted::TOPIC, completed).await;
+    response
+}
+
+async fn health(State(server): State<ServerHandle>) -> Response {
+    let report = server.health().await;
+    let code = match report.status {
+        HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+        HealthStatus::Healthy | HealthStatus::Degraded => StatusCode::OK,
+    };
+    (code, Json(report)).into_response()
+}
+
+async fn live() -> Response {
+    Json(serde_json::json!({"status": "alive"})).into_response()
+}
+
+async fn ready(State(server): State<ServerHandle>) -> Response {
+    if server.is_ready() {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        let states: serde_json::Map<String, serde_json::Value> = server
+            .plugins()
+            .into_iter()
+            .map(|p| (p.name, serde_json::Value::String(p.state.to_string())))
+            .collect();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not ready", "plugins": states})),
+        )
+            .into_response()
+    }
+}
+
+async fn plugins(State(server): State<ServerHandle>) -> Response {
+    Json(server.plugins()).into_response()
+}
+
+async fn not_found(request: Request<Body>) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({"error": "not found", "path": request.uri().path()})),
+    )
+        .into_response()
+}
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The plugins did not start.
+    #[error(transparent)]
+    Start(HostError),
+    /// The HTTP server failed.
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    /// Requests were still in flight when the shutdown deadline passed.
+    #[error("shutdown took longer than {}: in-flight requests were abandoned", humantime::format_duration(*.0))]
+    Deadline(Duration),
+    /// Some plugins did not stop cleanly.
+    #[error(transparent)]
+    Stop(HostError),
+}
+
+/// A host with its HTTP front: the TypeScript SDK's `createIXPServer`.
+#[derive(Clone, Debug)]
+pub struct IxpServer {
+    host: Host,
+}
+
+/// Builds an [`IxpServer`]; the same options as [`HostBuilder`].
+#[derive(Debug)]
+pub struct IxpServerBuilder {
+    builder: HostBuilder,
+}
+
+impl IxpServerBuilder {
+    /// Uses this catalog instead of every linked plugin.
+    pub fn catalog(mut self, catalog: crate::Catalog) -> Self {
+        self.builder = self.builder.catalog(catalog);
+        self
+    }
+
+    /// Uses this configuration.
+    pub fn config(mut self, config: crate::IxpConfig) -> Self {
+        self.builder = self.builder.config(config);
+        self
+    }
+
+    /// Registers a plugin with a typed config (`server.registerPlugin(new X(), config)`).
+    pub fn plugin<P: crate::Plugin>(mut self, config: P::Config) -> Self {
+        self.builder = self.builder.plugin::<P>(config);
+        self
+    }
+
+    /// Adds a plugin type whose config comes from the configuration.
+    pub fn plugin_type<P: crate::Plugin>(mut self) -> Self {
+        self.builder = self.builder.plugin_type::<P>();
+        self
+    }
+
+    /// Uses this event bus.
+    pub fn events(mut self, events: EventBus) -> Self {
+        self.builder = self.builder.events(events);
+        self
+    }
+
+    /// Runs the start-up check and builds the server.
+    pub fn build(self) -> Result<IxpServer, CheckReport> {
+        Ok(IxpServer {
+            host: self.builder.build()?,
+        })
+    }
+}
+
+impl IxpServer {
+    /// A builder over every linked plugin and the default config.
+    pub fn builder() -> IxpServerBuilder {
+        IxpServerBuilder {
+            builder: Host::builder(),
+        }
+    }
+
+    /// A server for an existing host.
+    pub fn new(host: Host) -> Self {
+        Self { host }
+    }
+
+    /// The host.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The application router (for `tower::ServiceExt::oneshot` in tests, or to nest in
+    /// a larger axum app).
+    pub fn router(&self) -> Router {
+        self.host.http().app(self.host.events().clone())
+    }
+
+    /// Initializes and starts the plugins.
+    pub async fn start(&self) -> Result<(), HostError> {
+        self.host.launch().await
+    }
+
+    /// Stops the plugins.
+    pub async fn stop(&self) -> Result<(), HostError> {
+        self.host.stop().await
+    }
+
+    /// Binds the configured `server.host:server.port`.
+    pub async fn listen(&self) -> Result<TcpListener, ServeError> {
+        let settings = self.host.config().server();
+        let address = format!("{}:{}", settings.host, settings.port);
+        TcpListener::bind(&address)
+            .await
+            .map_err(|source| ServeError::Bind { address, source })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves or a plugin asks for shutdown,
+    /// starting the plugins first if needed. Then it stops accepting, lets in-flight
+    /// requests finish within `server.shutdown_timeout`, and stops the plugins in reverse
+    /// dependency order.
+    pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> Result<(), ServeError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if !self.host.is_ready() {
+            self.host.launch().await.map_err(ServeError::Start)?;
+        }
+        let deadline = self.host.config().server().shutdown_timeout;
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let host = self.host.clone();
+        let trigger = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = host.shutdown_requested() => {}
+            }
+            let _ = signalled_tx.send(());
+        };
+        let app = self.router();
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "listening");
+        }
+        let server = axum::serve(listener, app).with_graceful_shutdown(trigger);
+        let mut serving = tokio::spawn(async move { server.await });
+        let outcome = tokio::select! {
+            result = &mut serving => Some(result),
+            _ = signalled_rx => None,
+        };
+        let served = match outcome {
+            Some(result) => result,
+            None => {
+                tracing::info!("shutting down: finishing in-flight requests");
+                match tokio::time::timeout(deadline, &mut serving).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        serving.abort();
+                        let _ = self.host.stop().await;
+                        return Err(ServeError::Deadline(deadline));
+                    }
+                }
+            }
+        };
+        let stopped = self.host.stop().await;
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServeError::Serve(e)),
+            Err(join) => {
+                return Err(ServeError::Serve(std::io::Error::other(join.to_string())));
+            }
+        }
+        stopped.map_err(ServeError::Stop)?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Binds the configured address and serves until SIGINT or SIGTERM (see
+    /// [`serve`](Self::serve)). A second signal during the shutdown exits the process at
+    /// once with status 130.
+    pub async fn run(self) -> Result<(), ServeError> {
+        let listener = self.listen().await?;
+        self.serve(listener, async {
+            shutdown_signal().await;
+            tracing::info!("signal received; a second signal exits at once");
+            tokio::spawn(async {
+                shutdown_signal().await;
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            });
+        })
+        .await
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            futures::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = futures::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
