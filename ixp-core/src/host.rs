@@ -715,7 +715,12 @@ impl HostShared {
     fn set_state(&self, i: usize, state: PluginState) {
         let slot = &self.slots[i];
         *slot.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
-        tracing::debug!(plugin = %slot.name, state = %state, "plugin state");
+        match state {
+            PluginState::Running | PluginState::Stopped | PluginState::Failed => {
+                tracing::info!(plugin = %slot.name, state = %state, "plugin state");
+            }
+            _ => tracing::debug!(plugin = %slot.name, state = %state, "plugin state"),
+        }
     }
 
     fn is_ready(&self) -> bool {

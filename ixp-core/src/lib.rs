@@ -47,6 +47,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod events;
@@ -58,6 +60,7 @@ pub mod plan;
 pub mod plugin;
 pub mod problem;
 pub mod registry;
+pub mod schema;
 pub mod secret;
 pub mod services;
 #[cfg(feature = "testing")]

@@ -127,10 +127,20 @@ pub struct CheckReport {
 
 impl CheckReport {
     /// A report of these problems, deduplicated, in the order found.
+    /// A type error at a value whose `${VAR}` is unset follows from that and is left out.
     pub fn new(problems: Vec<Problem>) -> Self {
+        let unset: Vec<String> = problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::MissingEnvVar { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
         let mut unique: Vec<Problem> = Vec::with_capacity(problems.len());
         for problem in problems {
-            if !unique.contains(&problem) {
+            let follows_from_unset_var =
+                matches!(&problem, Problem::InvalidConfig { path, .. } if unset.contains(path));
+            if !follows_from_unset_var && !unique.contains(&problem) {
                 unique.push(problem);
             }
         }

@@ -791,6 +791,64 @@ fn plugin_section(
 /// );
 /// ```
 pub fn extract<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Vec<Problem>> {
+    // serde stops at the first error; to report every bad value of a section at once,
+    // drop the offending key (its default then applies) and try again.
+    let mut problems = Vec::new();
+    let mut attempt = std::borrow::Cow::Borrowed(value);
+    for _ in 0..64 {
+        match extract_once::<T>(&attempt, base) {
+            Ok(v) if problems.is_empty() => return Ok(v),
+            Ok(_) => return Err(problems),
+            Err((mut found, culprit)) => {
+                problems.append(&mut found);
+                match culprit {
+                    Some(segments) if remove_at(attempt.to_mut(), &segments) => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+    Err(problems)
+}
+
+/// Where a value sits in a tree: object keys and array indices.
+#[derive(Debug, Clone)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn remove_at(tree: &mut Value, segments: &[Segment]) -> bool {
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Key(k), Value::Object(map)) => match map.get_mut(k) {
+                Some(child) => child,
+                None => return false,
+            },
+            (Segment::Index(i), Value::Array(items)) => match items.get_mut(*i) {
+                Some(child) => child,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Key(k), Value::Object(map)) => map.remove(k).is_some(),
+        (Segment::Index(i), Value::Array(items)) if *i < items.len() => {
+            items.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+type Attempt<T> = Result<T, (Vec<Problem>, Option<Vec<Segment>>)>;
+
+fn extract_once<T: DeserializeOwned>(value: &Value, base: &str) -> Attempt<T> {
     let mut unknown = Vec::new();
     let join = |rest: &str| {
         if rest.is_empty() || rest == "." {
@@ -815,14 +873,26 @@ pub fn extract<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Vec<
         .collect();
     match result {
         Ok(v) if problems.is_empty() => Ok(v),
-        Ok(_) => Err(problems),
+        Ok(_) => Err((problems, None)),
         Err(err) => {
             let inner = err.inner().to_string();
             let path = join(&err.path().to_string());
+            let mut segments: Vec<Segment> = err
+                .path()
+                .iter()
+                .filter_map(|segment| match segment {
+                    serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+                    serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+                    _ => None,
+                })
+                .collect();
             // serde's own "unknown field `x`, expected one of ..." carries the key name;
             // report it as an unknown key with the closest expected key.
             if let Some((key, expected)) = parse_unknown_field(&inner) {
                 let ends_with_key = path == key || path.ends_with(&format!(".{key}"));
+                if !matches!(segments.last(), Some(Segment::Key(k)) if *k == key) {
+                    segments.push(Segment::Key(key.clone()));
+                }
                 problems.push(Problem::UnknownConfigKey {
                     path: if ends_with_key {
                         path
@@ -837,7 +907,7 @@ pub fn extract<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Vec<
                     message: inner,
                 });
             }
-            Err(problems)
+            Err((problems, Some(segments)))
         }
     }
 }
