@@ -58,6 +58,7 @@ fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 
 struct Running {
     child: Child,
+    cwd: PathBuf,
     port: u16,
     log: std::sync::mpsc::Receiver<String>,
     lines: Vec<String>,
@@ -66,10 +67,11 @@ struct Running {
 impl Running {
     fn start(config: &Path) -> Running {
         let port = free_port();
+        let cwd = tempdir();
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
-            .current_dir(template_dir())
+            .current_dir(&cwd)
             .env("IXP_SERVER__PORT", port.to_string())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -100,6 +102,7 @@ impl Running {
         }
         let mut running = Running {
             child,
+            cwd,
             port,
             log,
             lines: Vec::new(),
@@ -174,6 +177,11 @@ fn plugins_lists_every_compiled_in_plugin_with_its_feature() {
         .find(|l| l.starts_with("hello-plugin "))
         .expect("hello-plugin listed");
     assert!(hello.contains("cache-plugin (optional)"), "{hello}");
+    let database = stdout
+        .lines()
+        .find(|l| l.starts_with("database-plugin "))
+        .expect("database-plugin listed");
+    assert!(database.contains("database-sqlite"), "{database}");
 }
 
 #[test]
@@ -182,8 +190,9 @@ fn check_prints_the_plan_for_the_shipped_config() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("1. cache-plugin 0.1.0"), "{stdout}");
+    assert!(stdout.contains("2. database-plugin 0.1.0"), "{stdout}");
     assert!(
-        stdout.contains("2. hello-plugin 1.0.0 (after cache-plugin)"),
+        stdout.contains("3. hello-plugin 1.0.0 (after cache-plugin, database-plugin)"),
         "{stdout}"
     );
     assert!(stdout.contains(r#""maxSize":1000"#), "{stdout}");
@@ -223,7 +232,7 @@ maxsize = 3
 greeting = "typo in the plugin name"
 
 [plugins.database-plugin]
-type = "sqlite"
+type = "oracle"
 "#,
     )
     .expect("write config");
@@ -236,7 +245,7 @@ type = "sqlite"
         r#"plugins.cache-plugin.ttl: invalid type: string "abc", expected u64"#,
         "plugins.cache-plugin.maxsize: unknown key; did you mean `maxSize`?",
         "plugins.helo-plugin: unknown plugin `helo-plugin`; did you mean `hello-plugin`?",
-        "plugins.database-plugin: unknown plugin `database-plugin`",
+        "plugins.database-plugin.type: unknown variant `oracle`, expected `sqlite` or `postgresql`",
     ] {
         assert!(
             stderr.contains(expected),
@@ -299,6 +308,18 @@ fn serves_health_plugins_and_plugin_routes_then_stops_in_reverse_order_on_sigter
         health["plugins"]["cache-plugin"]["status"], "healthy",
         "{health}"
     );
+    assert_eq!(
+        health["plugins"]["database-plugin"]["status"], "healthy",
+        "{health}"
+    );
+    assert!(
+        health["plugins"]["database-plugin"]["details"]["latencyMs"].is_number(),
+        "{health}"
+    );
+    assert!(
+        running.cwd.join("data/ixp.db").is_file(),
+        "the SQLite file was created"
+    );
 
     assert_eq!(get(port, "/health/live").expect("live").0, 200);
     assert_eq!(get(port, "/health/ready").expect("ready").0, 200);
@@ -315,7 +336,7 @@ fn serves_health_plugins_and_plugin_routes_then_stops_in_reverse_order_on_sigter
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(names, ["cache-plugin", "hello-plugin"]);
+    assert_eq!(names, ["cache-plugin", "database-plugin", "hello-plugin"]);
     assert!(plugins
         .as_array()
         .expect("a list")
@@ -330,14 +351,14 @@ fn serves_health_plugins_and_plugin_routes_then_stops_in_reverse_order_on_sigter
         .iter()
         .filter(|l| l.contains("state=stopped"))
         .filter_map(|l| {
-            ["hello-plugin", "cache-plugin"]
+            ["hello-plugin", "database-plugin", "cache-plugin"]
                 .into_iter()
                 .find(|name| l.contains(&format!("plugin={name}")))
         })
         .collect();
     assert_eq!(
         stopped,
-        ["hello-plugin", "cache-plugin"],
+        ["hello-plugin", "database-plugin", "cache-plugin"],
         "{}",
         lines.join("\n")
     );

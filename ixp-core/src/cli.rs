@@ -172,8 +172,8 @@ pub fn plugins_table(catalog: &Catalog) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<10} {:<28} {}",
-        "NAME", "VERSION", "FEATURE", "DEPENDENCIES"
+        "{:<24} {:<10} {:<36} DEPENDENCIES",
+        "NAME", "VERSION", "FEATURE"
     );
     for registration in catalog.registrations() {
         let meta = registration.metadata();
@@ -190,7 +190,7 @@ pub fn plugins_table(catalog: &Catalog) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<24} {:<10} {:<28} {deps}",
+            "{:<24} {:<10} {:<36} {deps}",
             meta.name,
             meta.version,
             meta.feature.unwrap_or("(application)"),

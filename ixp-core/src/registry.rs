@@ -32,7 +32,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
 
-use crate::config::{align_env_keys, extract};
+use crate::config::{align_env_keys, extract_all};
 use crate::context::PluginContext;
 use crate::health::PluginHealth;
 use crate::plugin::{BoxError, Plugin, PluginMetadata};
@@ -141,16 +141,21 @@ impl<P: Plugin> PluginType for Typed<P> {
         path: &str,
         env_created: &[Vec<String>],
     ) -> Result<AnyConfig, Vec<Problem>> {
-        let config: P::Config = if env_created.is_empty() {
-            extract(raw, path)?
+        let (config, mut problems) = if env_created.is_empty() {
+            extract_all::<P::Config>(raw, path)
         } else {
             let mut aligned = raw.clone();
             let schema = self.config_schema();
             align_env_keys(&mut aligned, env_created, schema.as_value());
-            extract(&aligned, path)?
+            extract_all::<P::Config>(&aligned, path)
+        };
+        // Validation runs on what parsed (bad keys replaced by their defaults), so a
+        // config with a typo and an out-of-range value reports both.
+        let Some(config) = config else {
+            return Err(problems);
         };
         let config: AnyConfig = Box::new(config);
-        let problems = self.validate(&config, path);
+        problems.extend(self.validate(&config, path));
         if problems.is_empty() {
             Ok(config)
         } else {

@@ -6,6 +6,7 @@
 //! | plugin | service | features |
 //! | --- | --- | --- |
 //! | [`cache-plugin`](cache) | `cache` ([`cache::Cache`]) | `cache-memory`, `cache-redis` |
+//! | [`database-plugin`](database) | `database` ([`database::Database`]) | `database-sqlite`, `database-postgres` |
 //!
 //! Every built-in plugin name is known to the start-up check even when its feature is
 //! off, so a config that asks for it fails with the feature to enable
@@ -15,6 +16,12 @@
 
 #[cfg(any(feature = "cache-memory", feature = "cache-redis"))]
 pub mod cache;
+#[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]
+pub mod database;
+
+/// `sqlx`, re-exported so that plugins use the pool types of the same version.
+#[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]
+pub use sqlx;
 
 ixp_core::__private::inventory::submit! {
     ixp_core::FeatureHint { plugin: "cache-plugin", feature: "cache-memory" }
@@ -22,11 +29,9 @@ ixp_core::__private::inventory::submit! {
 ixp_core::__private::inventory::submit! {
     ixp_core::FeatureHint { plugin: "cache-plugin", feature: "cache-redis" }
 }
-
-/// The Cargo features of this crate that are enabled in this build, in a fixed order.
-pub const ENABLED_FEATURES: &[&str] = &[
-    #[cfg(feature = "cache-memory")]
-    "cache-memory",
-    #[cfg(feature = "cache-redis")]
-    "cache-redis",
-];
+ixp_core::__private::inventory::submit! {
+    ixp_core::FeatureHint { plugin: "database-plugin", feature: "database-sqlite" }
+}
+ixp_core::__private::inventory::submit! {
+    ixp_core::FeatureHint { plugin: "database-plugin", feature: "database-postgres" }
+}

@@ -223,3 +223,8 @@ impl Write for CapturedLogs {
         Ok(())
     }
 }
+
+/// The examples of `docs/plugins.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/plugins.md")]
+pub struct PluginsGuide;

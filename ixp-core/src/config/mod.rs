@@ -791,14 +791,29 @@ fn plugin_section(
 /// );
 /// ```
 pub fn extract<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Vec<Problem>> {
+    match extract_all(value, base) {
+        (Some(v), problems) if problems.is_empty() => Ok(v),
+        (_, problems) => Err(problems),
+    }
+}
+
+/// [`extract`] that goes on past bad values: every problem, and the value built with
+/// the defaults in place of the bad keys (if the rest deserializes), so that further
+/// checks can run on it.
+pub(crate) fn extract_all<T: DeserializeOwned>(
+    value: &Value,
+    base: &str,
+) -> (Option<T>, Vec<Problem>) {
     // serde stops at the first error; to report every bad value of a section at once,
     // drop the offending key (its default then applies) and try again.
     let mut problems = Vec::new();
     let mut attempt = std::borrow::Cow::Borrowed(value);
     for _ in 0..64 {
         match extract_once::<T>(&attempt, base) {
-            Ok(v) if problems.is_empty() => return Ok(v),
-            Ok(_) => return Err(problems),
+            Ok((v, mut found)) => {
+                problems.append(&mut found);
+                return (Some(v), problems);
+            }
             Err((mut found, culprit)) => {
                 problems.append(&mut found);
                 match culprit {
@@ -808,7 +823,7 @@ pub fn extract<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Vec<
             }
         }
     }
-    Err(problems)
+    (None, problems)
 }
 
 /// Where a value sits in a tree: object keys and array indices.
@@ -846,7 +861,9 @@ fn remove_at(tree: &mut Value, segments: &[Segment]) -> bool {
     }
 }
 
-type Attempt<T> = Result<T, (Vec<Problem>, Option<Vec<Segment>>)>;
+/// The value with the unknown keys serde ignored, or the problems and where the value
+/// that stopped serde sits.
+type Attempt<T> = Result<(T, Vec<Problem>), (Vec<Problem>, Option<Vec<Segment>>)>;
 
 fn extract_once<T: DeserializeOwned>(value: &Value, base: &str) -> Attempt<T> {
     let mut unknown = Vec::new();
@@ -872,8 +889,7 @@ fn extract_once<T: DeserializeOwned>(value: &Value, base: &str) -> Attempt<T> {
         })
         .collect();
     match result {
-        Ok(v) if problems.is_empty() => Ok(v),
-        Ok(_) => Err((problems, None)),
+        Ok(v) => Ok((v, problems)),
         Err(err) => {
             let inner = err.inner().to_string();
             let path = join(&err.path().to_string());

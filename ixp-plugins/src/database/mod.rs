@@ -1,0 +1,111 @@
+//! `database-plugin`: the guide's DatabasePlugin. One pool per server, chosen by `type`:
+//!
+//! * `sqlite` (feature `database-sqlite`, the embedded default): a file, created if
+//!   absent (SQLite is compiled into the binary);
+//! * `postgresql` (feature `database-postgres`): a PostgreSQL server over TCP, TLS by
+//!   rustls when `ssl = true`.
+//!
+//! Both go through `sqlx`; the `database` service ([`Database`]) hands out the pool of
+//! the right kind, typed. Health is a real `SELECT 1` round trip with its latency; the
+//! pool reconnects by itself, so the plugin turns healthy again when the server returns.
+//! Optional SQL migrations (a directory of `sqlx` migrations) run at start.
+//!
+//! ```toml
+//! [plugins.database-plugin]
+//! type = "sqlite"
+//! filename = "data/ixp.db"
+//!
+//! # PostgreSQL, with the guide's fields:
+//! # type = "postgresql"
+//! # host = "127.0.0.1"
+//! # port = 5432
+//! # username = "postgres"
+//! # password = "${DB_PASSWORD:-}"
+//! # database = "app"
+//! # ssl = false
+//! # pool = { min = 2, max = 10 }
+//! # or: connectionString = "${DATABASE_URL}"
+//! # migrations = "migrations"   # run at start when set
+//! ```
+//!
+//! ```
+//! # #[cfg(feature = "database-sqlite")]
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ixp_core::Host;
+//! use ixp_plugins::database::{Database, DatabaseConfig, DatabasePlugin};
+//!
+//! let dir = std::env::temp_dir().join(format!("ixp-db-doc-{}", std::process::id()));
+//! let config = DatabaseConfig { filename: dir.join("app.db"), ..DatabaseConfig::default() };
+//! let host = Host::builder().plugin::<DatabasePlugin>(config).build()?;
+//! host.launch().await?;
+//! let db = host.services().get::<Database>("database")?;
+//! let pool = db.sqlite().expect("a SQLite pool");
+//! let (one,): (i64,) = sqlx::query_as("SELECT 1").fetch_one(pool).await?;
+//! assert_eq!(one, 1);
+//! host.stop().await?;
+//! # std::fs::remove_dir_all(dir).ok();
+//! # Ok(()) }
+//! # #[cfg(not(feature = "database-sqlite"))] fn main() {}
+//! ```
+
+mod config;
+mod service;
+
+pub use config::{DatabaseConfig, DatabaseType, PoolConfig};
+pub use service::{Database, DatabaseError};
+
+use ixp_core::{ixp_plugin, BoxError, ConfigViolation, Plugin, PluginContext, PluginHealth};
+use std::sync::Arc;
+
+/// The guide's DatabasePlugin: registers the `database` service ([`Database`]).
+#[ixp_plugin(
+    name = "database-plugin",
+    version = "0.1.0",
+    description = "SQL database pool (SQLite or PostgreSQL) registered as the `database` service",
+    provides = ["database"],
+    feature = "database-sqlite, database-postgres",
+)]
+pub struct DatabasePlugin {
+    database: Arc<Database>,
+    migrations: Option<std::path::PathBuf>,
+}
+
+impl Plugin for DatabasePlugin {
+    type Config = DatabaseConfig;
+
+    fn validate_config(config: &DatabaseConfig) -> Result<(), Vec<ConfigViolation>> {
+        config.violations()
+    }
+
+    async fn initialize(config: DatabaseConfig, ctx: &PluginContext) -> Result<Self, BoxError> {
+        let database = Arc::new(Database::connect(&config).await?);
+        ctx.logger()
+            .info(format_args!("connected to {}", database.describe()));
+        ctx.services().register_arc("database", database.clone())?;
+        Ok(Self {
+            database,
+            migrations: config.migrations,
+        })
+    }
+
+    async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        if let Some(dir) = &self.migrations {
+            let applied = self.database.migrate(dir).await?;
+            ctx.logger().info(format_args!(
+                "migrations in {} applied ({applied} new)",
+                dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        self.database.close().await;
+        ctx.logger().info("pool closed");
+        Ok(())
+    }
+
+    async fn health(&self, _ctx: &PluginContext) -> PluginHealth {
+        self.database.health().await
+    }
+}

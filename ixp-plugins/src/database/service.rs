@@ -1,0 +1,256 @@
+//! The `database` service: the pool of the configured server, typed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ixp_core::PluginHealth;
+
+use super::config::{DatabaseConfig, DatabaseType};
+
+/// Why a database operation of the plugin failed. Messages name the server, never
+/// the password or the connection string.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatabaseError {
+    /// Connecting failed.
+    #[error("cannot connect to {server}: {message}")]
+    Connect {
+        /// `sqlite <file>` or `postgresql host:port/db`.
+        server: String,
+        /// The cause.
+        message: String,
+    },
+    /// A migration failed.
+    #[error("migrations in `{dir}` on {server}: {message}")]
+    Migrate {
+        /// The directory.
+        dir: String,
+        /// The server.
+        server: String,
+        /// The cause.
+        message: String,
+    },
+    /// The configured backend is not compiled in.
+    #[error("the `{0}` database backend is not compiled in; enable the Cargo feature `{1}`")]
+    NotCompiledIn(&'static str, &'static str),
+}
+
+/// The pool, by backend.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Pool {
+    /// A SQLite pool.
+    #[cfg(feature = "database-sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    /// A PostgreSQL pool.
+    #[cfg(feature = "database-postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+/// The `database` service: the connection pool of the configured server.
+#[derive(Debug)]
+pub struct Database {
+    pool: Pool,
+    server: String,
+    timeout: Duration,
+}
+
+impl Database {
+    /// Opens the pool the config describes (connecting `pool.min` connections, at least
+    /// one, so that a wrong address fails here).
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, DatabaseError> {
+        let timeout = Duration::from_millis(config.connect_timeout_ms);
+        let server = describe(config);
+        let fail = |e: sqlx::Error| DatabaseError::Connect {
+            server: server.clone(),
+            message: e.to_string(),
+        };
+        let pool = match config.kind {
+            #[cfg(feature = "database-sqlite")]
+            DatabaseType::Sqlite => {
+                use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+                if let Some(dir) = config
+                    .filename
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| DatabaseError::Connect {
+                        server: server.clone(),
+                        message: format!("cannot create `{}`: {e}", dir.display()),
+                    })?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(&config.filename)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(timeout);
+                let pool = SqlitePoolOptions::new()
+                    .min_connections(config.pool.min)
+                    .max_connections(config.pool.max)
+                    .acquire_timeout(timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(fail)?;
+                Pool::Sqlite(pool)
+            }
+            #[cfg(feature = "database-postgres")]
+            DatabaseType::Postgresql => {
+                use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+                let options = match &config.connection_string {
+                    Some(url) => url.expose().parse::<PgConnectOptions>().map_err(|_| {
+                        DatabaseError::Connect {
+                            server: server.clone(),
+                            message: "connectionString is not a valid postgres:// URL".into(),
+                        }
+                    })?,
+                    None => {
+                        let mut options = PgConnectOptions::new()
+                            .host(&config.host)
+                            .port(config.port)
+                            .username(&config.username)
+                            .database(&config.database);
+                        if let Some(password) = &config.password {
+                            options = options.password(password.expose());
+                        }
+                        options
+                    }
+                };
+                let options = if config.ssl {
+                    options.ssl_mode(PgSslMode::Require)
+                } else {
+                    options
+                };
+                let pool = PgPoolOptions::new()
+                    .min_connections(config.pool.min)
+                    .max_connections(config.pool.max)
+                    .acquire_timeout(timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(fail)?;
+                Pool::Postgres(pool)
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(DatabaseError::NotCompiledIn(
+                    other.as_str(),
+                    other.feature(),
+                ))
+            }
+        };
+        Ok(Self {
+            pool,
+            server,
+            timeout,
+        })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The SQLite pool, if the backend is SQLite.
+    #[cfg(feature = "database-sqlite")]
+    pub fn sqlite(&self) -> Option<&sqlx::SqlitePool> {
+        #[allow(unreachable_patterns)]
+        match &self.pool {
+            Pool::Sqlite(pool) => Some(pool),
+            _ => None,
+        }
+    }
+
+    /// The PostgreSQL pool, if the backend is PostgreSQL.
+    #[cfg(feature = "database-postgres")]
+    pub fn postgres(&self) -> Option<&sqlx::PgPool> {
+        #[allow(unreachable_patterns)]
+        match &self.pool {
+            Pool::Postgres(pool) => Some(pool),
+            _ => None,
+        }
+    }
+
+    /// `sqlite <file>` or `postgresql host:port/db`.
+    pub fn describe(&self) -> &str {
+        &self.server
+    }
+
+    /// Runs the `sqlx` migrations in `dir`; returns how many the directory holds.
+    pub async fn migrate(&self, dir: &Path) -> Result<usize, DatabaseError> {
+        let fail = |message: String| DatabaseError::Migrate {
+            dir: dir.display().to_string(),
+            server: self.server.clone(),
+            message,
+        };
+        let migrator = sqlx::migrate::Migrator::new(dir)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let result = match &self.pool {
+            #[cfg(feature = "database-sqlite")]
+            Pool::Sqlite(pool) => migrator.run(pool).await,
+            #[cfg(feature = "database-postgres")]
+            Pool::Postgres(pool) => migrator.run(pool).await,
+        };
+        result.map_err(|e| fail(e.to_string()))?;
+        Ok(migrator.iter().count())
+    }
+
+    /// A `SELECT 1` round trip, with its latency in `details.latencyMs`.
+    pub async fn health(&self) -> PluginHealth {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(self.timeout, self.ping()).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let health = match answer {
+            Ok(Ok(())) => {
+                PluginHealth::healthy().with_message(format!("{}: SELECT 1 answered", self.server))
+            }
+            Ok(Err(e)) => PluginHealth::unhealthy(format!("{}: {e}", self.server)),
+            Err(_) => PluginHealth::unhealthy(format!(
+                "{}: no answer within {} ms",
+                self.server,
+                self.timeout.as_millis()
+            )),
+        };
+        let (size, idle) = match &self.pool {
+            #[cfg(feature = "database-sqlite")]
+            Pool::Sqlite(pool) => (pool.size(), pool.num_idle()),
+            #[cfg(feature = "database-postgres")]
+            Pool::Postgres(pool) => (pool.size(), pool.num_idle()),
+        };
+        health
+            .with_detail("latencyMs", latency_ms)
+            .with_detail("connections", size)
+            .with_detail("idle", idle)
+    }
+
+    async fn ping(&self) -> Result<(), sqlx::Error> {
+        match &self.pool {
+            #[cfg(feature = "database-sqlite")]
+            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            #[cfg(feature = "database-postgres")]
+            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        match &self.pool {
+            #[cfg(feature = "database-sqlite")]
+            Pool::Sqlite(pool) => pool.close().await,
+            #[cfg(feature = "database-postgres")]
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn describe(config: &DatabaseConfig) -> String {
+    match config.kind {
+        DatabaseType::Sqlite => format!("sqlite {}", config.filename.display()),
+        DatabaseType::Postgresql => match &config.connection_string {
+            Some(_) => "postgresql (connectionString)".into(),
+            None => format!(
+                "postgresql {}:{}/{}",
+                config.host, config.port, config.database
+            ),
+        },
+    }
+}
