@@ -32,7 +32,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
 
-use crate::config::{align_env_keys, extract_all};
+use crate::config::{align_env_keys, extract_all, suggest_unknown_keys};
 use crate::context::PluginContext;
 use crate::health::PluginHealth;
 use crate::plugin::{BoxError, Plugin, PluginMetadata};
@@ -151,6 +151,9 @@ impl<P: Plugin> PluginType for Typed<P> {
         };
         // Validation runs on what parsed (bad keys replaced by their defaults), so a
         // config with a typo and an out-of-range value reports both.
+        if !problems.is_empty() {
+            suggest_unknown_keys(&mut problems, path, self.config_schema().as_value());
+        }
         let Some(config) = config else {
             return Err(problems);
         };

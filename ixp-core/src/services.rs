@@ -5,6 +5,7 @@
 //! use std::sync::Arc;
 //! use ixp_core::services::ServiceRegistry;
 //!
+//! #[derive(Debug)]
 //! struct Clock { offset: i64 }
 //!
 //! let registry = ServiceRegistry::new();

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 pub use ixp_core;
 
+pub mod proxy;
+
 /// Records hook calls as `plugin:hook`, in order.
 #[derive(Debug, Default)]
 pub struct Journal(Mutex<Vec<String>>);

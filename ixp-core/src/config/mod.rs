@@ -414,6 +414,35 @@ pub(crate) fn align_env_keys(value: &mut Value, paths: &[Vec<String>], schema: &
     }
 }
 
+/// Fills in "did you mean" for unknown keys under `base` that have none, from the
+/// sibling properties the JSON Schema of the config type declares.
+pub(crate) fn suggest_unknown_keys(problems: &mut [Problem], base: &str, schema: &Value) {
+    for problem in problems.iter_mut() {
+        let Problem::UnknownConfigKey { path, suggestion } = problem else {
+            continue;
+        };
+        if suggestion.is_some() {
+            continue;
+        }
+        let Some(rest) = path.strip_prefix(base).and_then(|r| r.strip_prefix('.')) else {
+            continue;
+        };
+        let segments: Vec<&str> = rest.split('.').collect();
+        let Some((key, parents)) = segments.split_last() else {
+            continue;
+        };
+        let mut sub = Some(schema);
+        for parent in parents {
+            sub = sub
+                .and_then(|s| properties_of(s, schema))
+                .and_then(|props| props.get(*parent));
+        }
+        if let Some(props) = sub.and_then(|s| properties_of(s, schema)) {
+            *suggestion = closest(key, props.keys().map(String::as_str));
+        }
+    }
+}
+
 /// The `properties` of a schema, through `$ref`, `anyOf`, `oneOf` and `allOf`.
 fn properties_of<'a>(schema: &'a Value, root: &'a Value) -> Option<&'a Map<String, Value>> {
     let schema = resolve(schema, root);
@@ -772,7 +801,7 @@ fn plugin_section(
     Ok((section, problems))
 }
 
-/// Deserializes `T` from `value`, reporting the first type error with its full path
+/// Deserializes `T` from `value`, reporting every bad value with its full path
 /// (prefixed by `base`) and every key `T` does not read as an unknown key.
 ///
 /// ```
@@ -780,15 +809,20 @@ fn plugin_section(
 /// use serde::Deserialize;
 ///
 /// #[derive(Deserialize)]
-/// struct Cache { ttl: u64 }
+/// struct Cache { ttl: u64, size: u64 }
 ///
-/// let problems = extract::<Cache>(&serde_json::json!({"ttl": "abc", "tll": 1}), "plugins.cache-plugin")
+/// let bad = serde_json::json!({"ttl": "abc", "size": -1, "tll": 1});
+/// let problems: Vec<String> = extract::<Cache>(&bad, "plugins.cache-plugin")
 ///     .err()
-///     .unwrap();
-/// assert_eq!(
-///     problems[0].to_string(),
-///     "plugins.cache-plugin.ttl: invalid type: string \"abc\", expected u64"
-/// );
+///     .unwrap()
+///     .iter()
+///     .map(ToString::to_string)
+///     .collect();
+/// assert_eq!(problems, [
+///     "plugins.cache-plugin.size: invalid value: integer `-1`, expected u64",
+///     "plugins.cache-plugin.tll: unknown key",
+///     "plugins.cache-plugin.ttl: invalid type: string \"abc\", expected u64",
+/// ]);
 /// ```
 pub fn extract<T: DeserializeOwned>(value: &Value, base: &str) -> Result<T, Vec<Problem>> {
     match extract_all(value, base) {
@@ -806,18 +840,33 @@ pub(crate) fn extract_all<T: DeserializeOwned>(
 ) -> (Option<T>, Vec<Problem>) {
     // serde stops at the first error; to report every bad value of a section at once,
     // drop the offending key (its default then applies) and try again.
-    let mut problems = Vec::new();
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
     let mut attempt = std::borrow::Cow::Borrowed(value);
+    let add = |problems: &mut Vec<Problem>, found: Vec<Problem>, removed: &[String]| {
+        for problem in found {
+            // A required field whose bad value was dropped is not missing a second time.
+            let follow_on = matches!(&problem, Problem::InvalidConfig { path, message }
+                if message.strip_prefix("missing field `")
+                    .and_then(|m| m.split('`').next())
+                    .is_some_and(|field| removed.contains(&join_key(path, field))));
+            if !follow_on && !problems.contains(&problem) {
+                problems.push(problem);
+            }
+        }
+    };
     for _ in 0..64 {
         match extract_once::<T>(&attempt, base) {
-            Ok((v, mut found)) => {
-                problems.append(&mut found);
+            Ok((v, found)) => {
+                add(&mut problems, found, &removed);
                 return (Some(v), problems);
             }
-            Err((mut found, culprit)) => {
-                problems.append(&mut found);
+            Err((found, culprit)) => {
+                add(&mut problems, found, &removed);
                 match culprit {
-                    Some(segments) if remove_at(attempt.to_mut(), &segments) => {}
+                    Some(segments) if remove_at(attempt.to_mut(), &segments) => {
+                        removed.push(segments_path(base, &segments));
+                    }
                     _ => break,
                 }
             }
@@ -831,6 +880,15 @@ pub(crate) fn extract_all<T: DeserializeOwned>(
 enum Segment {
     Key(String),
     Index(usize),
+}
+
+fn segments_path(base: &str, segments: &[Segment]) -> String {
+    segments
+        .iter()
+        .fold(base.to_owned(), |path, segment| match segment {
+            Segment::Key(k) => join_key(&path, k),
+            Segment::Index(i) => join_key(&path, &i.to_string()),
+        })
 }
 
 fn remove_at(tree: &mut Value, segments: &[Segment]) -> bool {

@@ -1,0 +1,229 @@
+//! database-plugin with SQLite: config checks, the file created if absent, the typed
+//! pool used by a dependent plugin, migrations, health with latency, and clean stop.
+
+use std::path::PathBuf;
+
+use ixp_core::config::{ConfigLoader, Format};
+use ixp_core::{
+    check, ixp_plugin, BoxError, Catalog, HealthStatus, Host, NoConfig, Plugin, PluginContext,
+};
+use ixp_plugins::database::{Database, DatabaseConfig, DatabasePlugin, DatabaseType, PoolConfig};
+use ixp_plugins::sqlx;
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ixp-sqlite-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn problems(toml: &str) -> String {
+    let config = ConfigLoader::new()
+        .text(Format::Toml, toml)
+        .env_vars(Vec::<(String, String)>::new())
+        .load()
+        .expect("loads");
+    match check(&Catalog::new().with::<DatabasePlugin>(), &config) {
+        Ok(_) => String::new(),
+        Err(report) => report.to_string(),
+    }
+}
+
+#[test]
+fn the_guide_fields_parse_and_each_bad_field_is_reported() {
+    assert_eq!(
+        problems(
+            "[plugins.database-plugin]\ntype = \"sqlite\"\nfilename = \"x.db\"\npool = { min = 2, max = 10 }\n"
+        ),
+        ""
+    );
+    let report = problems(
+        r#"[plugins.database-plugin]
+type = "mysql"
+port = "five"
+pool = { min = 20, max = 0 }
+databse = "app"
+migrations = "/definitely/not/here"
+"#,
+    );
+    for expected in [
+        "plugins.database-plugin.type: unknown variant `mysql`, expected `sqlite` or `postgresql`",
+        "plugins.database-plugin.port: invalid type: string \"five\", expected u16",
+        "plugins.database-plugin.databse: unknown key; did you mean `database`?",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in\n{report}"
+        );
+    }
+    let report = problems(
+        "[plugins.database-plugin]\npool = { min = 20, max = 0 }\nmigrations = \"/definitely/not/here\"\n",
+    );
+    for expected in [
+        "plugins.database-plugin.pool.max: must be at least 1",
+        "plugins.database-plugin.pool.min: must not exceed pool.max (0)",
+        "plugins.database-plugin.migrations: `/definitely/not/here` is not a directory",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in\n{report}"
+        );
+    }
+}
+
+#[cfg(not(feature = "services"))]
+#[test]
+fn postgresql_without_its_feature_names_the_feature() {
+    let report = problems("[plugins.database-plugin]\ntype = \"postgresql\"\n");
+    assert!(
+        report.contains("plugins.database-plugin.type: the `postgresql` backend is not compiled in; enable the Cargo feature `database-postgres`"),
+        "{report}"
+    );
+}
+
+#[ixp_plugin(name = "notes-plugin", version = "1.0.0", dependencies = ["database-plugin"])]
+struct NotesPlugin {
+    database: std::sync::Arc<Database>,
+}
+
+impl Plugin for NotesPlugin {
+    type Config = NoConfig;
+    async fn initialize(_: NoConfig, ctx: &PluginContext) -> Result<Self, BoxError> {
+        Ok(Self {
+            database: ctx.services().get::<Database>("database")?,
+        })
+    }
+    async fn start(&mut self, _: &PluginContext) -> Result<(), BoxError> {
+        let pool = self.database.sqlite().ok_or("expected SQLite")?;
+        sqlx::query("INSERT INTO notes (body) VALUES (?)")
+            .bind("written by notes-plugin")
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn creates_the_file_runs_migrations_serves_a_dependent_and_stops_cleanly() {
+    let dir = tempdir("full");
+    let migrations = dir.join("migrations");
+    std::fs::create_dir_all(&migrations).expect("migrations dir");
+    std::fs::write(
+        migrations.join("0001_notes.sql"),
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+    )
+    .expect("write migration");
+    let file = dir.join("nested/dir/app.db");
+    let config = DatabaseConfig {
+        kind: DatabaseType::Sqlite,
+        filename: file.clone(),
+        migrations: Some(migrations),
+        pool: PoolConfig { min: 1, max: 4 },
+        ..DatabaseConfig::default()
+    };
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<DatabasePlugin>(config.clone())
+        .plugin::<NotesPlugin>(NoConfig {})
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    assert!(
+        file.is_file(),
+        "the database file is created with its directories"
+    );
+
+    let database = host
+        .services()
+        .get::<Database>("database")
+        .expect("service");
+    let pool = database.sqlite().expect("a SQLite pool").clone();
+    let (body,): (String,) = sqlx::query_as("SELECT body FROM notes")
+        .fetch_one(&pool)
+        .await
+        .expect("select");
+    assert_eq!(body, "written by notes-plugin");
+
+    let health = host.health().await;
+    let db = &health.plugins["database-plugin"];
+    assert_eq!(db.status, HealthStatus::Healthy, "{db:?}");
+    assert!(db.details["latencyMs"].is_number(), "{db:?}");
+
+    host.stop().await.expect("stop");
+    assert!(pool.is_closed(), "stop closes the pool");
+    assert!(host.services().get::<Database>("database").is_err());
+
+    // The data survived; running the migrations again is a no-op.
+    let again = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<DatabasePlugin>(config)
+        .build()
+        .expect("plan");
+    again.launch().await.expect("second launch");
+    let database = again
+        .services()
+        .get::<Database>("database")
+        .expect("service");
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM notes")
+        .fetch_one(database.sqlite().expect("sqlite"))
+        .await
+        .expect("count");
+    assert_eq!(count, 1);
+    again.stop().await.expect("stop");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_created_is_an_initialization_error_naming_it() {
+    let dir = tempdir("blocked");
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, "a file where a directory should be").expect("write");
+    let config = DatabaseConfig {
+        filename: blocker.join("app.db"),
+        ..DatabaseConfig::default()
+    };
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<DatabasePlugin>(config)
+        .build()
+        .expect("plan");
+    let error = host
+        .launch()
+        .await
+        .expect_err("cannot create the file")
+        .to_string();
+    assert!(error.contains("database-plugin"), "{error}");
+    assert!(error.contains("not-a-dir"), "{error}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_broken_migration_fails_start_with_the_directory_and_cause() {
+    let dir = tempdir("badmig");
+    let migrations = dir.join("migrations");
+    std::fs::create_dir_all(&migrations).expect("dir");
+    std::fs::write(migrations.join("0001_bad.sql"), "CREATE TABLOID nope;").expect("write");
+    let config = DatabaseConfig {
+        filename: dir.join("app.db"),
+        migrations: Some(migrations),
+        ..DatabaseConfig::default()
+    };
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<DatabasePlugin>(config)
+        .build()
+        .expect("plan");
+    let error = host.launch().await.expect_err("bad SQL").to_string();
+    assert!(error.contains("migrations"), "{error}");
+    assert!(
+        error.contains("TABLOID") || error.contains("syntax"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -1,0 +1,225 @@
+//! The HTTP front in-process on a free loopback port: /health and its status codes,
+//! /health/ready around start, request events, plugin routes (mounted, conflicting,
+//! removed on stop), and a panicking handler.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ixp_core::axum::routing::get;
+use ixp_core::http::{RequestCompleted, RequestStarted};
+use ixp_core::{
+    ixp_plugin, BoxError, Catalog, Event, IxpServer, NoConfig, Plugin, PluginContext, PluginHealth,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+static SICK: AtomicBool = AtomicBool::new(false);
+
+#[ixp_plugin(name = "routes-plugin", version = "1.0.0")]
+struct RoutesPlugin;
+
+impl Plugin for RoutesPlugin {
+    type Config = NoConfig;
+    async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
+        Ok(RoutesPlugin)
+    }
+    async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        ctx.http()
+            .route("/items/{id}", get(|| async { "an item" }))?;
+        ctx.http().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("handler exploded");
+                }
+                "unreachable"
+            }),
+        )?;
+        Ok(())
+    }
+    async fn health(&self, _: &PluginContext) -> PluginHealth {
+        if SICK.load(Ordering::SeqCst) {
+            PluginHealth::unhealthy("switched off by the test").with_detail("switch", true)
+        } else {
+            PluginHealth::healthy()
+        }
+    }
+}
+
+#[ixp_plugin(name = "greedy-plugin", version = "1.0.0", dependencies = ["routes-plugin"])]
+struct GreedyPlugin;
+
+impl Plugin for GreedyPlugin {
+    type Config = NoConfig;
+    async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
+        Ok(GreedyPlugin)
+    }
+    async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        // Same shape as routes-plugin's `/items/{id}`: refused.
+        ctx.http()
+            .route("/items/{name}", get(|| async { "mine" }))?;
+        Ok(())
+    }
+}
+
+async fn get_path(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+async fn serve_router(server: &IxpServer) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let router = server.router();
+    tokio::spawn(async move { ixp_core::axum::serve(listener, router).await });
+    port
+}
+
+#[tokio::test]
+async fn health_ready_plugins_events_routes_and_panics() {
+    let server = IxpServer::builder()
+        .catalog(Catalog::new())
+        .plugin::<RoutesPlugin>(NoConfig {})
+        .build()
+        .expect("plan");
+    let port = serve_router(&server).await;
+
+    // Before start: live but not ready.
+    assert_eq!(get_path(port, "/health/live").await.0, 200);
+    let (status, body) = get_path(port, "/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("configured"), "{body}");
+
+    server.start().await.expect("start");
+    assert_eq!(get_path(port, "/health/ready").await.0, 200);
+
+    // Request events reach a subscriber, with method, path, status and size.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let tx2 = tx.clone();
+    let _started = server
+        .host()
+        .events()
+        .subscribe(move |e: Arc<RequestStarted>| {
+            let tx = tx2.clone();
+            async move {
+                tx.send(format!("started {} {}", e.method, e.path)).ok();
+            }
+        });
+    let _completed = server
+        .host()
+        .events()
+        .subscribe(move |e: Arc<RequestCompleted>| {
+            let tx = tx.clone();
+            async move {
+                tx.send(format!(
+                    "completed {} {} {} {:?}",
+                    e.method, e.path, e.status, e.response_size
+                ))
+                .ok();
+            }
+        });
+    let (status, body) = get_path(port, "/items/7").await;
+    assert_eq!((status, body.as_str()), (200, "an item"));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("event")
+                .expect("open"),
+        );
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["completed GET /items/7 200 Some(7)", "started GET /items/7"]
+    );
+
+    // /health: healthy -> 200; one unhealthy plugin -> 503 with its message and details.
+    let (status, body) = get_path(port, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    SICK.store(true, Ordering::SeqCst);
+    let (status, body) = get_path(port, "/health").await;
+    SICK.store(false, Ordering::SeqCst);
+    assert_eq!(status, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(health["status"], "unhealthy");
+    assert_eq!(
+        health["plugins"]["routes-plugin"]["message"],
+        "switched off by the test"
+    );
+    assert_eq!(
+        health["plugins"]["routes-plugin"]["details"]["switch"],
+        true
+    );
+
+    // /plugins
+    let (_, body) = get_path(port, "/plugins").await;
+    let plugins: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(plugins[0]["name"], "routes-plugin");
+    assert_eq!(plugins[0]["state"], "running");
+
+    // A panicking handler answers 500 and publishes error.occurred; the server goes on.
+    let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel();
+    let _errors = server
+        .host()
+        .events()
+        .on("error.occurred", move |event: Event| {
+            let etx = etx.clone();
+            async move {
+                etx.send(event.to_json().map(|v| v.to_string()).unwrap_or_default())
+                    .ok();
+            }
+        });
+    assert_eq!(get_path(port, "/boom").await.0, 500);
+    let error = tokio::time::timeout(Duration::from_secs(5), erx.recv())
+        .await
+        .expect("error event")
+        .expect("open");
+    assert!(error.contains("handler exploded"), "{error}");
+    assert_eq!(get_path(port, "/items/8").await.0, 200);
+
+    // The plugin's routes go with it.
+    server.stop().await.expect("stop");
+    assert_eq!(get_path(port, "/items/7").await.0, 404);
+    assert_eq!(get_path(port, "/health/ready").await.0, 503);
+}
+
+#[tokio::test]
+async fn two_plugins_claiming_one_path_fail_to_start_naming_both() {
+    let server = IxpServer::builder()
+        .catalog(Catalog::new())
+        .plugin::<RoutesPlugin>(NoConfig {})
+        .plugin::<GreedyPlugin>(NoConfig {})
+        .build()
+        .expect("plan");
+    let error = server.start().await.expect_err("conflict").to_string();
+    assert!(error.contains("greedy-plugin"), "{error}");
+    assert!(error.contains("routes-plugin"), "{error}");
+    assert!(error.contains("/items/{id}"), "{error}");
+    // Rolled back: routes-plugin was stopped and its routes removed.
+    let port = serve_router(&server).await;
+    assert_eq!(get_path(port, "/items/1").await.0, 404);
+}
