@@ -230,3 +230,33 @@ impl Write for CapturedLogs {
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/plugins.md")]
 pub struct PluginsGuide;
+
+/// `prefix` with the process id and the time appended: a name no other test run uses
+/// (table names, key prefixes, directories).
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// A new empty directory under the system temp dir.
+pub fn temp_dir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique_name(&format!("ixp-{label}")));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("cannot create {}: {e}", dir.display());
+    }
+    dir
+}
+
+/// A loopback port nothing listens on (at the time of the call).
+pub fn free_port() -> u16 {
+    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(address) => address.port(),
+        Err(e) => panic!("no free loopback port: {e}"),
+    }
+}

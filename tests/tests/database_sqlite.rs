@@ -1,27 +1,12 @@
 //! database-plugin with SQLite: config checks, the file created if absent, the typed
 //! pool used by a dependent plugin, migrations, health with latency, and clean stop.
 
-use std::path::PathBuf;
-
 use ixp_core::config::{ConfigLoader, Format};
 use ixp_core::{
     check, ixp_plugin, BoxError, Catalog, HealthStatus, Host, NoConfig, Plugin, PluginContext,
 };
 use ixp_plugins::database::{Database, DatabaseConfig, DatabasePlugin, DatabaseType, PoolConfig};
 use ixp_plugins::sqlx;
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "ixp-sqlite-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 fn problems(toml: &str) -> String {
     let config = ConfigLoader::new()
@@ -111,7 +96,7 @@ impl Plugin for NotesPlugin {
 
 #[tokio::test]
 async fn creates_the_file_runs_migrations_serves_a_dependent_and_stops_cleanly() {
-    let dir = tempdir("full");
+    let dir = ixp_tests::temp_dir("full");
     let migrations = dir.join("migrations");
     std::fs::create_dir_all(&migrations).expect("migrations dir");
     std::fs::write(
@@ -181,7 +166,7 @@ async fn creates_the_file_runs_migrations_serves_a_dependent_and_stops_cleanly()
 
 #[tokio::test]
 async fn a_file_that_cannot_be_created_is_an_initialization_error_naming_it() {
-    let dir = tempdir("blocked");
+    let dir = ixp_tests::temp_dir("blocked");
     let blocker = dir.join("not-a-dir");
     std::fs::write(&blocker, "a file where a directory should be").expect("write");
     let config = DatabaseConfig {
@@ -205,7 +190,7 @@ async fn a_file_that_cannot_be_created_is_an_initialization_error_naming_it() {
 
 #[tokio::test]
 async fn a_broken_migration_fails_start_with_the_directory_and_cause() {
-    let dir = tempdir("badmig");
+    let dir = ixp_tests::temp_dir("badmig");
     let migrations = dir.join("migrations");
     std::fs::create_dir_all(&migrations).expect("dir");
     std::fs::write(migrations.join("0001_bad.sql"), "CREATE TABLOID nope;").expect("write");

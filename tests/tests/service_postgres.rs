@@ -34,17 +34,6 @@ fn pg_config(port: u16) -> DatabaseConfig {
     }
 }
 
-fn table_name(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0)
-    )
-}
-
 #[ixp_plugin(name = "orders-plugin", version = "1.0.0", dependencies = ["database-plugin >=0.1"])]
 struct OrdersPlugin {
     database: std::sync::Arc<Database>,
@@ -83,7 +72,7 @@ async fn a_dependent_plugin_uses_the_typed_pool_on_a_real_postgresql() {
         .get::<Database>("database")
         .expect("service");
     let pool = database.postgres().expect("a PostgreSQL pool");
-    let table = table_name("ixp_orders");
+    let table = ixp_tests::unique_name("ixp_orders");
     sqlx::query(&format!(
         "CREATE TABLE {table} (id SERIAL PRIMARY KEY, item TEXT NOT NULL)"
     ))
@@ -123,9 +112,9 @@ async fn a_dependent_plugin_uses_the_typed_pool_on_a_real_postgresql() {
 
 #[tokio::test]
 async fn migrations_run_against_postgresql() {
-    let dir = std::env::temp_dir().join(table_name("ixp-pg-migrations"));
+    let dir = std::env::temp_dir().join(ixp_tests::unique_name("ixp-pg-migrations"));
     std::fs::create_dir_all(&dir).expect("dir");
-    let table = table_name("ixp_migrated");
+    let table = ixp_tests::unique_name("ixp_migrated");
     std::fs::write(
         dir.join("0001_create.sql"),
         format!("CREATE TABLE {table} (id INT PRIMARY KEY);"),
@@ -135,7 +124,7 @@ async fn migrations_run_against_postgresql() {
     let admin = Database::connect(&pg_config(pg_address().port()))
         .await
         .expect("connect");
-    let db_name = table_name("ixp_mig_db");
+    let db_name = ixp_tests::unique_name("ixp_mig_db");
     sqlx::query(&format!("CREATE DATABASE {db_name}"))
         .execute(admin.postgres().expect("pg"))
         .await
@@ -161,7 +150,8 @@ async fn migrations_run_against_postgresql() {
         .expect("the migrated table exists");
     assert_eq!(n, 0);
     host.stop().await.expect("stop");
-    sqlx::query(&format!("DROP DATABASE {db_name}"))
+    // WITH (FORCE): the server may not have ended the closed pool's backends yet.
+    sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)"))
         .execute(admin.postgres().expect("pg"))
         .await
         .expect("drop database");
@@ -171,10 +161,7 @@ async fn migrations_run_against_postgresql() {
 
 #[tokio::test]
 async fn an_unreachable_server_fails_initialization_naming_it_and_not_the_password() {
-    let unused = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let unused = ixp_tests::free_port();
     let config = DatabaseConfig {
         password: Some(Secret::new("pg-password-do-not-leak")),
         ..pg_config(unused)

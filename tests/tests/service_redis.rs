@@ -3,7 +3,6 @@
 //! `redis-server` this test starts, stops and starts again on a free port.
 //! Part of the service-backed suite: `cargo test -p ixp-tests --features services`.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,26 +29,21 @@ fn redis_config(port: u16, prefix: &str) -> CacheConfig {
     }
 }
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}:{}:{}:",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    )
-}
-
 #[tokio::test]
 async fn get_set_delete_ttl_and_prefix_isolation_on_a_real_redis() {
     let port = machine_redis_port();
-    let a = Cache::connect(&redis_config(port, &unique("ixp-test-a")))
-        .await
-        .expect("connect a");
-    let b = Cache::connect(&redis_config(port, &unique("ixp-test-b")))
-        .await
-        .expect("connect b");
+    let a = Cache::connect(&redis_config(
+        port,
+        &format!("{}:", ixp_tests::unique_name("ixp-test-a")),
+    ))
+    .await
+    .expect("connect a");
+    let b = Cache::connect(&redis_config(
+        port,
+        &format!("{}:", ixp_tests::unique_name("ixp-test-b")),
+    ))
+    .await
+    .expect("connect b");
     a.set("shared-name", "from a", None).await.expect("set");
     assert_eq!(
         a.get("shared-name").await.expect("get"),
@@ -88,7 +82,7 @@ async fn get_set_delete_ttl_and_prefix_isolation_on_a_real_redis() {
 #[tokio::test]
 async fn the_default_ttl_is_set_on_the_server() {
     let port = machine_redis_port();
-    let prefix = unique("ixp-test-ttl");
+    let prefix = format!("{}:", ixp_tests::unique_name("ixp-test-ttl"));
     let cache = Cache::connect(&redis_config(port, &prefix))
         .await
         .expect("connect");
@@ -107,7 +101,7 @@ async fn the_default_ttl_is_set_on_the_server() {
 
 #[tokio::test]
 async fn an_unreachable_redis_fails_initialization_naming_the_address_not_the_password() {
-    let port = free_port();
+    let port = ixp_tests::free_port();
     let config = CacheConfig {
         password: Some(Secret::new("redis-pass-do-not-leak")),
         ..redis_config(port, "x:")
@@ -171,13 +165,6 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 #[ixp_plugin(name = "session-plugin", version = "1.0.0", dependencies = ["cache-plugin"])]
 struct SessionPlugin {
     cache: std::sync::Arc<Cache>,
@@ -210,7 +197,7 @@ async fn wait_for_status(host: &Host, wanted: HealthStatus) -> ixp_core::PluginH
 
 #[tokio::test]
 async fn health_goes_unhealthy_when_redis_stops_and_healthy_again_when_it_returns() {
-    let server = RedisServer::start(free_port());
+    let server = RedisServer::start(ixp_tests::free_port());
     let host = Host::builder()
         .catalog(Catalog::new())
         .plugin::<CachePlugin>(redis_config(server.port, "ixp-outage:"))
