@@ -442,34 +442,30 @@ async fn request_events(State(events): State<EventBus>, request: Request, next: 
             },
         )
         .await;
-    let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
-        Ok(response) => response,
+    // One `error.occurred` per failed request: the panic, or else the 5xx answer.
+    let (response, error) = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => {
+            let status = response.status();
+            let error = status
+                .is_server_error()
+                .then(|| format!("{method} {path} answered {status}"));
+            (response, error)
+        }
         Err(panic) => {
             let message = format!(
                 "handler of {method} {path} panicked: {}",
                 panic_message(&*panic)
             );
             tracing::error!(%method, %path, "{message}");
-            events
-                .emit(
-                    ErrorOccurred::TOPIC,
-                    ErrorOccurred {
-                        source: "http".into(),
-                        plugin: None,
-                        topic: None,
-                        message,
-                    },
-                )
-                .await;
-            (
+            let response = (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Json(serde_json::json!({"error": "internal server error"})),
             )
-                .into_response()
+                .into_response();
+            (response, Some(message))
         }
     };
-    let status = response.status();
-    if status.is_server_error() {
+    if let Some(message) = error {
         events
             .emit(
                 ErrorOccurred::TOPIC,
@@ -477,11 +473,12 @@ async fn request_events(State(events): State<EventBus>, request: Request, next: 
                     source: "http".into(),
                     plugin: None,
                     topic: None,
-                    message: format!("{method} {path} answered {status}"),
+                    message,
                 },
             )
             .await;
     }
+    let status = response.status();
     let completed = RequestCompleted {
         id,
         method,

@@ -199,6 +199,12 @@ async fn health_ready_plugins_events_routes_and_panics() {
         .expect("error event")
         .expect("open");
     assert!(error.contains("handler exploded"), "{error}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), erx.recv())
+            .await
+            .is_err(),
+        "one error.occurred per failed request"
+    );
     assert_eq!(get_path(port, "/items/8").await.0, 200);
 
     // The plugin's routes go with it.
