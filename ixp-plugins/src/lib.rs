@@ -6,7 +6,7 @@
 //! | plugin | service | features |
 //! | --- | --- | --- |
 //! | [`cache-plugin`](cache) | `cache` ([`cache::Cache`]) | `cache-memory`, `cache-redis` |
-//! | [`database-plugin`](database) | `database` ([`database::Database`]) | `database-sqlite`, `database-postgres` |
+//! | [`database-plugin`](database) | `database` ([`database::Database`]) | `database-sqlite`, `database-postgres`, `database-mongodb` |
 //!
 //! Every built-in plugin name is known to the start-up check even when its feature is
 //! off, so a config that asks for it fails with the feature to enable
@@ -16,12 +16,21 @@
 
 #[cfg(any(feature = "cache-memory", feature = "cache-redis"))]
 pub mod cache;
-#[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]
+#[cfg(any(
+    feature = "database-sqlite",
+    feature = "database-postgres",
+    feature = "database-mongodb"
+))]
 pub mod database;
 
 /// `sqlx`, re-exported so that plugins use the pool types of the same version.
 #[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]
 pub use sqlx;
+
+/// `mongodb` (with its `bson`), re-exported so that plugins use the driver's types of
+/// the same version.
+#[cfg(feature = "database-mongodb")]
+pub use mongodb;
 
 ixp_core::__private::inventory::submit! {
     ixp_core::FeatureHint { plugin: "cache-plugin", feature: "cache-memory" }
@@ -34,4 +43,7 @@ ixp_core::__private::inventory::submit! {
 }
 ixp_core::__private::inventory::submit! {
     ixp_core::FeatureHint { plugin: "database-plugin", feature: "database-postgres" }
+}
+ixp_core::__private::inventory::submit! {
+    ixp_core::FeatureHint { plugin: "database-plugin", feature: "database-mongodb" }
 }

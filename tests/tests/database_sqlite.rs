@@ -38,7 +38,7 @@ migrations = "/definitely/not/here"
 "#,
     );
     for expected in [
-        "plugins.database-plugin.type: unknown variant `mysql`, expected `sqlite` or `postgresql`",
+        "plugins.database-plugin.type: unknown variant `mysql`, expected one of `sqlite`, `postgresql`, `mongodb`",
         "plugins.database-plugin.port: invalid type: string \"five\", expected u16",
         "plugins.database-plugin.databse: unknown key; did you mean `database`?",
     ] {
@@ -60,6 +60,48 @@ migrations = "/definitely/not/here"
             "missing {expected:?} in\n{report}"
         );
     }
+}
+
+#[test]
+fn mongodb_fields_are_checked_and_sql_only_fields_refused() {
+    let report = problems(
+        r#"[plugins.database-plugin]
+type = "mongodb"
+connectionString = "postgres://not-mongo"
+options = { "app name" = "x", appName = "ok" }
+migrations = "."
+"#,
+    );
+    for expected in [
+        "plugins.database-plugin.connectionString: must be a mongodb:// or mongodb+srv:// URL",
+        "plugins.database-plugin.options.app name: is not a MongoDB connection-string option name",
+        "plugins.database-plugin.migrations: SQL migrations cannot run on `mongodb`",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in\n{report}"
+        );
+    }
+    assert!(
+        !report.contains("connectionString = "),
+        "the connection string is a secret and must not be echoed:\n{report}"
+    );
+    let report =
+        problems("[plugins.database-plugin]\ntype = \"sqlite\"\noptions = { appName = \"x\" }\n");
+    assert!(
+        report.contains("plugins.database-plugin.options: are MongoDB connection-string options; the `sqlite` backend takes none"),
+        "{report}"
+    );
+}
+
+#[cfg(not(feature = "services"))]
+#[test]
+fn mongodb_without_its_feature_names_the_feature() {
+    let report = problems("[plugins.database-plugin]\ntype = \"mongodb\"\n");
+    assert!(
+        report.contains("plugins.database-plugin.type: the `mongodb` backend is not compiled in; enable the Cargo feature `database-mongodb`"),
+        "{report}"
+    );
 }
 
 #[cfg(not(feature = "services"))]

@@ -25,9 +25,9 @@ fn pg_config(port: u16) -> DatabaseConfig {
     DatabaseConfig {
         kind: DatabaseType::Postgresql,
         host: "127.0.0.1".into(),
-        port,
-        username: "postgres".into(),
-        database: "test".into(),
+        port: Some(port),
+        username: Some("postgres".into()),
+        database: Some("test".into()),
         pool: PoolConfig { min: 1, max: 4 },
         connect_timeout_ms: 1000,
         ..DatabaseConfig::default()
@@ -130,7 +130,7 @@ async fn migrations_run_against_postgresql() {
         .await
         .expect("create database");
     let config = DatabaseConfig {
-        database: db_name.clone(),
+        database: Some(db_name.clone()),
         migrations: Some(dir.clone()),
         ..pg_config(pg_address().port())
     };

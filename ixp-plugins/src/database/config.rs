@@ -1,5 +1,6 @@
 //! The typed configuration of `database-plugin`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ixp_core::{ConfigViolation, JsonSchema, Secret};
@@ -13,6 +14,8 @@ pub enum DatabaseType {
     Sqlite,
     /// PostgreSQL (feature `database-postgres`).
     Postgresql,
+    /// MongoDB (feature `database-mongodb`).
+    Mongodb,
 }
 
 impl DatabaseType {
@@ -21,6 +24,7 @@ impl DatabaseType {
         match self {
             DatabaseType::Sqlite => "database-sqlite",
             DatabaseType::Postgresql => "database-postgres",
+            DatabaseType::Mongodb => "database-mongodb",
         }
     }
 
@@ -29,6 +33,7 @@ impl DatabaseType {
         match self {
             DatabaseType::Sqlite => cfg!(feature = "database-sqlite"),
             DatabaseType::Postgresql => cfg!(feature = "database-postgres"),
+            DatabaseType::Mongodb => cfg!(feature = "database-mongodb"),
         }
     }
 
@@ -37,7 +42,22 @@ impl DatabaseType {
         match self {
             DatabaseType::Sqlite => "sqlite",
             DatabaseType::Postgresql => "postgresql",
+            DatabaseType::Mongodb => "mongodb",
         }
+    }
+
+    /// The server port used when the config gives none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            DatabaseType::Sqlite => 0,
+            DatabaseType::Postgresql => 5432,
+            DatabaseType::Mongodb => 27017,
+        }
+    }
+
+    /// Whether the backend speaks SQL (and so can run migrations).
+    pub fn is_sql(self) -> bool {
+        !matches!(self, DatabaseType::Mongodb)
     }
 }
 
@@ -61,50 +81,84 @@ impl Default for PoolConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct DatabaseConfig {
-    /// `sqlite` or `postgresql`.
+    /// `sqlite`, `postgresql` or `mongodb`.
     #[serde(rename = "type")]
     pub kind: DatabaseType,
     /// sqlite: the database file, created (with its directory) if absent.
     pub filename: PathBuf,
-    /// postgresql: server host.
+    /// postgresql, mongodb: server host.
     pub host: String,
-    /// postgresql: server port.
-    pub port: u16,
-    /// postgresql: user name.
-    pub username: String,
-    /// postgresql: password.
+    /// postgresql, mongodb: server port (default 5432 for PostgreSQL, 27017 for MongoDB).
+    pub port: Option<u16>,
+    /// postgresql, mongodb: user name (PostgreSQL default `postgres`; MongoDB
+    /// authenticates only when a user name is given).
+    pub username: Option<String>,
+    /// postgresql, mongodb: password.
     pub password: Option<Secret>,
-    /// postgresql: database name.
-    pub database: String,
-    /// postgresql: require TLS (rustls).
+    /// postgresql, mongodb: database name (default `postgres` for PostgreSQL, `ixp` for
+    /// MongoDB unless the connection string names one).
+    pub database: Option<String>,
+    /// postgresql, mongodb: require TLS (rustls).
     pub ssl: bool,
-    /// postgresql: a `postgres://` URL used instead of the fields above (may hold a
-    /// password, so it is a secret).
+    /// postgresql, mongodb: a `postgres://` or `mongodb://` / `mongodb+srv://` URL used
+    /// instead of host, port, username and password (it may hold a password, so it is a
+    /// secret).
     pub connection_string: Option<Secret>,
+    /// mongodb: extra connection-string options, e.g. `{ appName = "ixp",
+    /// directConnection = true, replicaSet = "rs0" }` (the MongoDB URI option names).
+    pub options: BTreeMap<String, OptionValue>,
     /// Pool bounds.
     pub pool: PoolConfig,
     /// How long to wait for a connection (connect or from the pool), in milliseconds.
     pub connect_timeout_ms: u64,
-    /// A directory of `sqlx` migrations (`<version>_<name>.sql`) run at start.
+    /// sql backends: a directory of `sqlx` migrations (`<version>_<name>.sql`) run at
+    /// start.
     pub migrations: Option<PathBuf>,
+}
+
+/// The value of one MongoDB connection-string option.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OptionValue {
+    /// `true` / `false`.
+    Bool(bool),
+    /// A number.
+    Number(i64),
+    /// Text.
+    Text(String),
+}
+
+impl std::fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionValue::Bool(b) => write!(f, "{b}"),
+            OptionValue::Number(n) => write!(f, "{n}"),
+            OptionValue::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            kind: if cfg!(feature = "database-sqlite") || !cfg!(feature = "database-postgres") {
+            kind: if cfg!(feature = "database-sqlite") {
                 DatabaseType::Sqlite
-            } else {
+            } else if cfg!(feature = "database-postgres") {
                 DatabaseType::Postgresql
+            } else if cfg!(feature = "database-mongodb") {
+                DatabaseType::Mongodb
+            } else {
+                DatabaseType::Sqlite
             },
             filename: PathBuf::from("data/ixp.db"),
             host: "127.0.0.1".into(),
-            port: 5432,
-            username: "postgres".into(),
+            port: None,
+            username: None,
             password: None,
-            database: "postgres".into(),
+            database: None,
             ssl: false,
             connection_string: None,
+            options: BTreeMap::new(),
             pool: PoolConfig::default(),
             connect_timeout_ms: 5000,
             migrations: None,
@@ -113,6 +167,21 @@ impl Default for DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// The port to connect to: the configured one or the backend's default.
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.kind.default_port())
+    }
+
+    /// The database to use: the configured one or the backend's default (`postgres`
+    /// for PostgreSQL, `ixp` for MongoDB).
+    pub fn effective_database(&self) -> &str {
+        match (&self.database, self.kind) {
+            (Some(name), _) => name,
+            (None, DatabaseType::Mongodb) => "ixp",
+            (None, _) => "postgres",
+        }
+    }
+
     pub(crate) fn violations(&self) -> Result<(), Vec<ConfigViolation>> {
         let mut found = Vec::new();
         if !self.kind.is_compiled_in() {
@@ -146,24 +215,62 @@ impl DatabaseConfig {
                     found.push(ConfigViolation::new("filename", "must not be empty"));
                 }
             }
-            DatabaseType::Postgresql => {
+            DatabaseType::Postgresql | DatabaseType::Mongodb => {
+                let schemes: &[&str] = if self.kind == DatabaseType::Postgresql {
+                    &["postgres://", "postgresql://"]
+                } else {
+                    &["mongodb://", "mongodb+srv://"]
+                };
                 if let Some(url) = &self.connection_string {
                     let url = url.expose();
-                    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    if !schemes.iter().any(|scheme| url.starts_with(scheme)) {
                         found.push(ConfigViolation::new(
                             "connectionString",
-                            "must be a postgres:// or postgresql:// URL",
+                            format!("must be a {} URL", schemes.join(" or ")),
                         ));
                     }
                 } else {
                     if self.host.trim().is_empty() {
                         found.push(ConfigViolation::new("host", "must not be empty"));
                     }
-                    if self.port == 0 {
+                    if self.port == Some(0) {
                         found.push(ConfigViolation::new("port", "must not be 0"));
                     }
                 }
+                if self.password.is_some()
+                    && self.username.is_none()
+                    && self.connection_string.is_none()
+                    && self.kind == DatabaseType::Mongodb
+                {
+                    found.push(ConfigViolation::new(
+                        "password",
+                        "is set but `username` is not; MongoDB needs both to authenticate",
+                    ));
+                }
             }
+        }
+        if !self.options.is_empty() && self.kind != DatabaseType::Mongodb {
+            found.push(ConfigViolation::new(
+                "options",
+                format!(
+                    "are MongoDB connection-string options; the `{}` backend takes none",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        for key in self.options.keys() {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+                found.push(ConfigViolation::new(
+                    format!("options.{key}"),
+                    "is not a MongoDB connection-string option name",
+                ));
+            }
+        }
+        if self.migrations.is_some() && !self.kind.is_sql() {
+            found.push(ConfigViolation::new(
+                "migrations",
+                format!("SQL migrations cannot run on `{}`", self.kind.as_str()),
+            ));
         }
         if let Some(dir) = &self.migrations {
             if !dir.is_dir() {

@@ -3,12 +3,16 @@
 //! * `sqlite` (feature `database-sqlite`, the embedded default): a file, created if
 //!   absent (SQLite is compiled into the binary);
 //! * `postgresql` (feature `database-postgres`): a PostgreSQL server over TCP, TLS by
-//!   rustls when `ssl = true`.
+//!   rustls when `ssl = true`;
+//! * `mongodb` (feature `database-mongodb`): a MongoDB server (or replica set, or
+//!   `mongodb+srv://` cluster) through the official `mongodb` driver.
 //!
-//! Both go through `sqlx`; the `database` service ([`Database`]) hands out the pool of
-//! the right kind, typed. Health is a real `SELECT 1` round trip with its latency; the
-//! pool reconnects by itself, so the plugin turns healthy again when the server returns.
-//! Optional SQL migrations (a directory of `sqlx` migrations) run at start.
+//! The SQL backends go through `sqlx`. The `database` service ([`Database`]) hands out
+//! the pool of the right kind, typed ([`Database::sqlite`], [`Database::postgres`],
+//! [`Database::mongo`]). Health is a real round trip (`SELECT 1`, MongoDB `ping`) with
+//! its latency; pools reconnect by themselves, so the plugin turns healthy again when
+//! the server returns. Optional SQL migrations (a directory of `sqlx` migrations) run
+//! at start.
 //!
 //! ```toml
 //! [plugins.database-plugin]
@@ -26,6 +30,11 @@
 //! # pool = { min = 2, max = 10 }
 //! # or: connectionString = "${DATABASE_URL}"
 //! # migrations = "migrations"   # run at start when set
+//!
+//! # MongoDB, as in the guide:
+//! # type = "mongodb"
+//! # connectionString = "${MONGODB_URL}"      # or host/port/username/password/database
+//! # options = { appName = "ixp", directConnection = true }
 //! ```
 //!
 //! ```
@@ -49,10 +58,12 @@
 //! ```
 
 mod config;
+#[cfg(feature = "database-mongodb")]
+mod mongo;
 mod service;
 
-pub use config::{DatabaseConfig, DatabaseType, PoolConfig};
-pub use service::{Database, DatabaseError};
+pub use config::{DatabaseConfig, DatabaseType, OptionValue, PoolConfig};
+pub use service::{Database, DatabaseError, Pool};
 
 use ixp_core::{ixp_plugin, BoxError, ConfigViolation, Plugin, PluginContext, PluginHealth};
 use std::sync::Arc;
@@ -61,9 +72,9 @@ use std::sync::Arc;
 #[ixp_plugin(
     name = "database-plugin",
     version = "0.1.0",
-    description = "SQL database pool (SQLite or PostgreSQL) registered as the `database` service",
+    description = "Database pool (SQLite, PostgreSQL or MongoDB) registered as the `database` service",
     provides = ["database"],
-    feature = "database-sqlite, database-postgres",
+    feature = "database-sqlite, database-postgres, database-mongodb",
 )]
 pub struct DatabasePlugin {
     database: Arc<Database>,

@@ -45,6 +45,9 @@ pub enum Pool {
     /// A PostgreSQL pool.
     #[cfg(feature = "database-postgres")]
     Postgres(sqlx::PgPool),
+    /// A MongoDB database handle (its client holds the connection pool).
+    #[cfg(feature = "database-mongodb")]
+    Mongo(mongodb::Database),
 }
 
 /// The `database` service: the connection pool of the configured server.
@@ -61,6 +64,7 @@ impl Database {
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, DatabaseError> {
         let timeout = Duration::from_millis(config.connect_timeout_ms);
         let server = describe(config);
+        #[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]
         let fail = |e: sqlx::Error| DatabaseError::Connect {
             server: server.clone(),
             message: e.to_string(),
@@ -106,9 +110,9 @@ impl Database {
                     None => {
                         let mut options = PgConnectOptions::new()
                             .host(&config.host)
-                            .port(config.port)
-                            .username(&config.username)
-                            .database(&config.database);
+                            .port(config.effective_port())
+                            .username(config.username.as_deref().unwrap_or("postgres"))
+                            .database(config.effective_database());
                         if let Some(password) = &config.password {
                             options = options.password(password.expose());
                         }
@@ -129,6 +133,8 @@ impl Database {
                     .map_err(fail)?;
                 Pool::Postgres(pool)
             }
+            #[cfg(feature = "database-mongodb")]
+            DatabaseType::Mongodb => Pool::Mongo(super::mongo::connect(config, &server).await?),
             #[allow(unreachable_patterns)]
             other => {
                 return Err(DatabaseError::NotCompiledIn(
@@ -181,28 +187,49 @@ impl Database {
             server: self.server.clone(),
             message,
         };
-        let migrator = sqlx::migrate::Migrator::new(dir)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let result = match &self.pool {
-            #[cfg(feature = "database-sqlite")]
-            Pool::Sqlite(pool) => migrator.run(pool).await,
-            #[cfg(feature = "database-postgres")]
-            Pool::Postgres(pool) => migrator.run(pool).await,
-        };
-        result.map_err(|e| fail(e.to_string()))?;
-        Ok(migrator.iter().count())
+        #[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]
+        {
+            let migrator = sqlx::migrate::Migrator::new(dir)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let result = match &self.pool {
+                #[cfg(feature = "database-sqlite")]
+                Pool::Sqlite(pool) => migrator.run(pool).await,
+                #[cfg(feature = "database-postgres")]
+                Pool::Postgres(pool) => migrator.run(pool).await,
+                #[cfg(feature = "database-mongodb")]
+                Pool::Mongo(_) => return Err(fail("SQL migrations cannot run on MongoDB".into())),
+            };
+            result.map_err(|e| fail(e.to_string()))?;
+            Ok(migrator.iter().count())
+        }
+        #[cfg(not(any(feature = "database-sqlite", feature = "database-postgres")))]
+        Err(fail("SQL migrations cannot run on MongoDB".into()))
     }
 
-    /// A `SELECT 1` round trip, with its latency in `details.latencyMs`.
+    /// The MongoDB database handle, if the backend is MongoDB (`handle.client()` gives
+    /// the client).
+    #[cfg(feature = "database-mongodb")]
+    pub fn mongo(&self) -> Option<&mongodb::Database> {
+        #[allow(unreachable_patterns)]
+        match &self.pool {
+            Pool::Mongo(database) => Some(database),
+            _ => None,
+        }
+    }
+
+    /// A round trip (`SELECT 1`, or MongoDB `ping`), with its latency in
+    /// `details.latencyMs`.
     pub async fn health(&self) -> PluginHealth {
         let started = Instant::now();
         let answer = tokio::time::timeout(self.timeout, self.ping()).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let health = match answer {
-            Ok(Ok(())) => {
-                PluginHealth::healthy().with_message(format!("{}: SELECT 1 answered", self.server))
-            }
+            Ok(Ok(())) => PluginHealth::healthy().with_message(format!(
+                "{}: {} answered",
+                self.server,
+                self.probe_name()
+            )),
             Ok(Err(e)) => PluginHealth::unhealthy(format!("{}: {e}", self.server)),
             Err(_) => PluginHealth::unhealthy(format!(
                 "{}: no answer within {} ms",
@@ -210,24 +237,46 @@ impl Database {
                 self.timeout.as_millis()
             )),
         };
-        let (size, idle) = match &self.pool {
-            #[cfg(feature = "database-sqlite")]
-            Pool::Sqlite(pool) => (pool.size(), pool.num_idle()),
-            #[cfg(feature = "database-postgres")]
-            Pool::Postgres(pool) => (pool.size(), pool.num_idle()),
-        };
-        health
-            .with_detail("latencyMs", latency_ms)
-            .with_detail("connections", size)
-            .with_detail("idle", idle)
-    }
-
-    async fn ping(&self) -> Result<(), sqlx::Error> {
+        let health = health.with_detail("latencyMs", latency_ms);
         match &self.pool {
             #[cfg(feature = "database-sqlite")]
-            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Pool::Sqlite(pool) => health
+                .with_detail("connections", pool.size())
+                .with_detail("idle", pool.num_idle()),
             #[cfg(feature = "database-postgres")]
-            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Pool::Postgres(pool) => health
+                .with_detail("connections", pool.size())
+                .with_detail("idle", pool.num_idle()),
+            #[cfg(feature = "database-mongodb")]
+            Pool::Mongo(database) => health.with_detail("database", database.name()),
+        }
+    }
+
+    fn probe_name(&self) -> &'static str {
+        match &self.pool {
+            #[cfg(feature = "database-mongodb")]
+            Pool::Mongo(_) => "ping",
+            #[allow(unreachable_patterns)]
+            _ => "SELECT 1",
+        }
+    }
+
+    async fn ping(&self) -> Result<(), String> {
+        match &self.pool {
+            #[cfg(feature = "database-sqlite")]
+            Pool::Sqlite(pool) => sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "database-postgres")]
+            Pool::Postgres(pool) => sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "database-mongodb")]
+            Pool::Mongo(database) => super::mongo::ping(database).await,
         }
     }
 
@@ -238,6 +287,8 @@ impl Database {
             Pool::Sqlite(pool) => pool.close().await,
             #[cfg(feature = "database-postgres")]
             Pool::Postgres(pool) => pool.close().await,
+            #[cfg(feature = "database-mongodb")]
+            Pool::Mongo(database) => database.client().clone().shutdown().await,
         }
     }
 }
@@ -245,11 +296,18 @@ impl Database {
 fn describe(config: &DatabaseConfig) -> String {
     match config.kind {
         DatabaseType::Sqlite => format!("sqlite {}", config.filename.display()),
-        DatabaseType::Postgresql => match &config.connection_string {
-            Some(_) => "postgresql (connectionString)".into(),
+        DatabaseType::Postgresql | DatabaseType::Mongodb => match &config.connection_string {
+            Some(_) => format!(
+                "{} (connectionString)/{}",
+                config.kind.as_str(),
+                config.effective_database()
+            ),
             None => format!(
-                "postgresql {}:{}/{}",
-                config.host, config.port, config.database
+                "{} {}:{}/{}",
+                config.kind.as_str(),
+                config.host,
+                config.effective_port(),
+                config.effective_database()
             ),
         },
     }
