@@ -30,7 +30,7 @@ impl Default for HelloConfig {
     name = "hello-plugin",
     version = "1.0.0",
     description = "The application's own example plugin: GET /hello",
-    optional_dependencies = ["database-plugin", "cache-plugin"]
+    optional_dependencies = ["database-plugin", "cache-plugin", "logging-plugin"]
 )]
 pub struct HelloPlugin {
     greeting: Arc<str>,

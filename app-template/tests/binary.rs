@@ -189,10 +189,19 @@ fn check_prints_the_plan_for_the_shipped_config() {
     let out = app(&["check", "--config", "ixp.toml"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("1. cache-plugin 0.1.0"), "{stdout}");
-    assert!(stdout.contains("2. database-plugin 0.1.0"), "{stdout}");
+    assert!(stdout.contains("1. logging-plugin 0.1.0"), "{stdout}");
     assert!(
-        stdout.contains("3. hello-plugin 1.0.0 (after cache-plugin, database-plugin)"),
+        stdout.contains("2. cache-plugin 0.1.0 (after logging-plugin)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3. database-plugin 0.1.0 (after logging-plugin)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "4. hello-plugin 1.0.0 (after logging-plugin, cache-plugin, database-plugin)"
+        ),
         "{stdout}"
     );
     assert!(stdout.contains(r#""maxSize":1000"#), "{stdout}");
@@ -245,7 +254,7 @@ type = "oracle"
         r#"plugins.cache-plugin.ttl: invalid type: string "abc", expected u64"#,
         "plugins.cache-plugin.maxsize: unknown key; did you mean `maxSize`?",
         "plugins.helo-plugin: unknown plugin `helo-plugin`; did you mean `hello-plugin`?",
-        "plugins.database-plugin.type: unknown variant `oracle`, expected `sqlite` or `postgresql`",
+        "plugins.database-plugin.type: unknown variant `oracle`, expected one of `sqlite`, `postgresql`, `mongodb`",
     ] {
         assert!(
             stderr.contains(expected),
@@ -336,7 +345,15 @@ fn serves_health_plugins_and_plugin_routes_then_stops_in_reverse_order_on_sigter
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(names, ["cache-plugin", "database-plugin", "hello-plugin"]);
+    assert_eq!(
+        names,
+        [
+            "logging-plugin",
+            "cache-plugin",
+            "database-plugin",
+            "hello-plugin"
+        ]
+    );
     assert!(plugins
         .as_array()
         .expect("a list")
@@ -351,15 +368,25 @@ fn serves_health_plugins_and_plugin_routes_then_stops_in_reverse_order_on_sigter
         .iter()
         .filter(|l| l.contains("state=stopped"))
         .filter_map(|l| {
-            ["hello-plugin", "database-plugin", "cache-plugin"]
-                .into_iter()
-                .find(|name| l.contains(&format!("plugin={name}")))
+            [
+                "hello-plugin",
+                "database-plugin",
+                "cache-plugin",
+                "logging-plugin",
+            ]
+            .into_iter()
+            .find(|name| l.contains(&format!("plugin={name}")))
         })
         .collect();
     assert_eq!(
         stopped,
-        ["hello-plugin", "database-plugin", "cache-plugin"],
-        "{}",
+        [
+            "hello-plugin",
+            "database-plugin",
+            "cache-plugin",
+            "logging-plugin"
+        ],
+        "logging-plugin starts first and stops last: {}",
         lines.join("\n")
     );
     assert!(

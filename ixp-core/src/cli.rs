@@ -296,10 +296,11 @@ fn run(arg: ConfigArg, catalog: Catalog) -> ExitCode {
     }
 }
 
-/// Installs a console subscriber (filter from `RUST_LOG`, default `info`) unless one is
-/// installed already.
+/// Installs ixp's process-wide subscriber with console output (filter from `RUST_LOG`,
+/// default `info`); a logging plugin replaces the output later.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let _ = crate::telemetry::install(
+        crate::telemetry::console_layer(),
+        crate::telemetry::default_filter(),
+    );
 }

@@ -12,14 +12,17 @@ use crate::events::EventBus;
 use crate::host::ServerHandle;
 use crate::services::ServiceRegistry;
 
-/// A logger scoped to one plugin: every record carries `plugin = <name>`.
+/// A logger scoped to one plugin: every record carries `plugin = <name>` and is made
+/// inside the plugin's `plugin` span.
 ///
 /// The methods take any `Display`; for structured fields, use `tracing`'s macros inside
 /// [`span`](Logger::span) (hooks already run inside it).
+///
+/// The span is made afresh for each record and each hook, so a subscriber installed
+/// after the logger was made (a logging plugin, say) sees and filters it.
 #[derive(Clone)]
 pub struct Logger {
     plugin: Arc<str>,
-    span: tracing::Span,
 }
 
 impl fmt::Debug for Logger {
@@ -35,7 +38,8 @@ macro_rules! log_method {
         $(
             #[doc = concat!("Logs at `", stringify!($level), "` level with the plugin name.")]
             pub fn $name(&self, message: impl fmt::Display) {
-                tracing::$level!(parent: &self.span, plugin = %self.plugin, "{message}");
+                let span = self.span();
+                tracing::$level!(parent: &span, plugin = %self.plugin, "{message}");
             }
         )*
     };
@@ -46,15 +50,15 @@ impl Logger {
     pub fn new(plugin: &str) -> Self {
         Self {
             plugin: plugin.into(),
-            span: tracing::info_span!("plugin", plugin = plugin),
         }
     }
 
     log_method!(trace => trace, debug => debug, info => info, warn => warn, error => error);
 
-    /// The span with the plugin name; the host runs every hook of the plugin inside it.
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
+    /// A span `plugin` with the plugin name; the host runs every hook of the plugin
+    /// inside one.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("plugin", plugin = &*self.plugin)
     }
 
     /// The plugin name.
@@ -165,7 +169,7 @@ impl PluginContext {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let handle = tokio::spawn(future.instrument(self.inner.logger.span().clone()));
+        let handle = tokio::spawn(future.instrument(self.inner.logger.span()));
         let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle.abort_handle());

@@ -811,7 +811,7 @@ impl HostShared {
                 *instance.write().await = Some(plugin);
                 Ok(())
             }
-            .instrument(slot.ctx.logger().span().clone()),
+            .instrument(slot.ctx.logger().span()),
         );
         await_hook(task, slot.hook_timeout).await
     }
@@ -833,7 +833,7 @@ impl HostShared {
                     Hook::Initialize => Ok(()),
                 }
             }
-            .instrument(slot.ctx.logger().span().clone()),
+            .instrument(slot.ctx.logger().span()),
         );
         await_hook(task, slot.hook_timeout).await
     }
@@ -931,7 +931,7 @@ impl HostShared {
                                 None => Ok(PluginHealth::unhealthy("plugin is not initialized")),
                             }
                         }
-                        .instrument(slot.ctx.logger().span().clone()),
+                        .instrument(slot.ctx.logger().span()),
                     );
                     match await_hook(task, timeout).await {
                         Ok(health) => health,

@@ -63,6 +63,8 @@ pub mod registry;
 pub mod schema;
 pub mod secret;
 pub mod services;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -6,6 +6,7 @@
 //! | plugin | service | features |
 //! | --- | --- | --- |
 //! | [`cache-plugin`](cache) | `cache` ([`cache::Cache`]) | `cache-memory`, `cache-redis` |
+//! | [`logging-plugin`](logging) | `logger` ([`logging::LogService`]) | `logging`, `logging-elasticsearch` |
 //! | [`database-plugin`](database) | `database` ([`database::Database`]) | `database-sqlite`, `database-postgres`, `database-mongodb` |
 //!
 //! Every built-in plugin name is known to the start-up check even when its feature is
@@ -22,6 +23,8 @@ pub mod cache;
     feature = "database-mongodb"
 ))]
 pub mod database;
+#[cfg(feature = "logging")]
+pub mod logging;
 
 /// `sqlx`, re-exported so that plugins use the pool types of the same version.
 #[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]
@@ -40,6 +43,9 @@ ixp_core::__private::inventory::submit! {
 }
 ixp_core::__private::inventory::submit! {
     ixp_core::FeatureHint { plugin: "database-plugin", feature: "database-sqlite" }
+}
+ixp_core::__private::inventory::submit! {
+    ixp_core::FeatureHint { plugin: "logging-plugin", feature: "logging" }
 }
 ixp_core::__private::inventory::submit! {
     ixp_core::FeatureHint { plugin: "database-plugin", feature: "database-postgres" }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ixp_core;
 
+pub mod http_fault;
 pub mod proxy;
 
 /// Records hook calls as `plugin:hook`, in order.
@@ -259,4 +260,11 @@ pub fn free_port() -> u16 {
         Ok(address) => address.port(),
         Err(e) => panic!("no free loopback port: {e}"),
     }
+}
+
+/// Serializes the tests of one test binary that replace the process-wide log output
+/// (it is global: two such tests at once would see each other's records).
+pub async fn global_log_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }

@@ -56,6 +56,7 @@ use ixp_core::{ixp_plugin, BoxError, ConfigViolation, Plugin, PluginContext, Plu
     version = "0.1.0",
     description = "Key-value cache (memory or Redis) registered as the `cache` service",
     provides = ["cache"],
+    optional_dependencies = ["logging-plugin"],
     feature = "cache-memory, cache-redis",
 )]
 pub struct CachePlugin {

@@ -74,6 +74,7 @@ use std::sync::Arc;
     version = "0.1.0",
     description = "Database pool (SQLite, PostgreSQL or MongoDB) registered as the `database` service",
     provides = ["database"],
+    optional_dependencies = ["logging-plugin"],
     feature = "database-sqlite, database-postgres, database-mongodb",
 )]
 pub struct DatabasePlugin {

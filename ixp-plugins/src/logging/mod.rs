@@ -1,0 +1,299 @@
+//! `logging-plugin`: the guide's LoggingPlugin, on `tracing`.
+//!
+//! It makes its transports the output of the process-wide subscriber
+//! ([`ixp_core::telemetry`]), so every plugin's scoped logger
+//! ([`PluginContext::logger`](ixp_core::PluginContext::logger)), every `tracing` record
+//! of the process, and the host's own records go through it. [`Secret`](ixp_core::Secret)s
+//! print masked wherever they are logged. When the plugin stops, its transports are
+//! flushed and the console takes over again.
+//!
+//! * `level` (`trace` ... `error`, `off`) and `format` (`text` or `json`);
+//! * `plugins = { "cache-plugin" = "debug" }`: a level for one plugin's records;
+//! * `directives = ["sqlx=warn", "ixp_plugins::cache=debug"]`: `tracing` filter
+//!   directives by target;
+//! * transports: `console` (`colorize`), `file` (`filename`, rotated by `maxSize`,
+//!   keeping `maxFiles` files), `elasticsearch` (`host`, `index`; batched `_bulk`
+//!   requests with retries, a bounded buffer and a flush on stop; feature
+//!   `logging-elasticsearch`).
+//!
+//! ```toml
+//! [plugins.logging-plugin]
+//! level = "info"
+//! format = "json"
+//! plugins = { "cache-plugin" = "debug" }
+//! transports = [
+//!   { type = "console", colorize = true },
+//!   { type = "file", filename = "logs/app.log", maxSize = "10m", maxFiles = 5 },
+//!   { type = "elasticsearch", host = "http://127.0.0.1:9200", index = "ixp-logs" },
+//! ]
+//! ```
+//!
+//! The `logger` service ([`LogService`]) gives components that are not plugins a
+//! logger of their own and the transports' counters.
+
+mod config;
+#[cfg(feature = "logging-elasticsearch")]
+mod elasticsearch;
+mod file;
+mod json;
+
+pub use config::{
+    ByteSize, ConsoleTransport, ElasticsearchTransport, FileTransport, LogFormat, LogLevel,
+    LoggingConfig, Transport,
+};
+#[cfg(feature = "logging-elasticsearch")]
+pub use elasticsearch::TransportStats;
+pub use file::RotatingFile;
+
+use std::sync::Arc;
+
+use ixp_core::telemetry::{self, BoxedLayer};
+use ixp_core::{
+    ixp_plugin, BoxError, ConfigViolation, Logger, Plugin, PluginContext, PluginHealth,
+};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// The `logger` service.
+#[derive(Debug, Default)]
+pub struct LogService {
+    #[cfg(feature = "logging-elasticsearch")]
+    elasticsearch: std::sync::Mutex<Vec<Arc<TransportStats>>>,
+}
+
+impl LogService {
+    /// A logger whose records carry `plugin = <component>`, so `plugins = { ... }` levels
+    /// apply to it too.
+    pub fn logger(&self, component: &str) -> Logger {
+        Logger::new(component)
+    }
+
+    /// The counters of each `elasticsearch` transport, in config order.
+    #[cfg(feature = "logging-elasticsearch")]
+    pub fn elasticsearch_stats(&self) -> Vec<Arc<TransportStats>> {
+        self.elasticsearch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// What the plugin runs while it is installed.
+#[derive(Default)]
+struct Installed {
+    file_guards: Vec<WorkerGuard>,
+    #[cfg(feature = "logging-elasticsearch")]
+    senders: Vec<elasticsearch::ElasticsearchSender>,
+}
+
+/// The guide's LoggingPlugin: installs its transports as the process's log output and
+/// registers the `logger` service ([`LogService`]).
+#[ixp_plugin(
+    name = "logging-plugin",
+    version = "0.1.0",
+    description = "Log output (console, rotated files, Elasticsearch) for the whole process",
+    provides = ["logger"],
+    feature = "logging, logging-elasticsearch",
+)]
+pub struct LoggingPlugin {
+    config: LoggingConfig,
+    #[cfg_attr(not(feature = "logging-elasticsearch"), allow(dead_code))]
+    service: Arc<LogService>,
+    installed: Option<Installed>,
+}
+
+impl std::fmt::Debug for LoggingPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggingPlugin")
+            .field("config", &self.config)
+            .field("installed", &self.installed.is_some())
+            .finish()
+    }
+}
+
+impl Plugin for LoggingPlugin {
+    type Config = LoggingConfig;
+
+    fn validate_config(config: &LoggingConfig) -> Result<(), Vec<ConfigViolation>> {
+        config.violations()
+    }
+
+    async fn initialize(config: LoggingConfig, ctx: &PluginContext) -> Result<Self, BoxError> {
+        let service = Arc::new(LogService::default());
+        let mut plugin = Self {
+            config,
+            service: service.clone(),
+            installed: None,
+        };
+        plugin.install()?;
+        ctx.services().register_arc("logger", service)?;
+        ctx.logger().info(format_args!(
+            "log output: {} at level {}",
+            plugin.describe_transports(),
+            plugin.config.level.as_str()
+        ));
+        Ok(plugin)
+    }
+
+    async fn start(&mut self, _ctx: &PluginContext) -> Result<(), BoxError> {
+        if self.installed.is_none() {
+            self.install()?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        ctx.logger().info("log output goes back to the console");
+        self.uninstall().await;
+        Ok(())
+    }
+
+    async fn health(&self, _ctx: &PluginContext) -> PluginHealth {
+        let health = PluginHealth::healthy()
+            .with_message(format!("writing to {}", self.describe_transports()));
+        #[cfg(feature = "logging-elasticsearch")]
+        let health = self.elasticsearch_health(health);
+        health
+    }
+}
+
+impl LoggingPlugin {
+    #[cfg(feature = "logging-elasticsearch")]
+    fn elasticsearch_health(&self, mut health: PluginHealth) -> PluginHealth {
+        for (i, stats) in self.service.elasticsearch_stats().iter().enumerate() {
+            use std::sync::atomic::Ordering;
+            let dropped = stats.dropped.load(Ordering::Relaxed);
+            let last_error = stats.last_error();
+            health = health.with_detail(
+                format!("elasticsearch[{i}]"),
+                serde_json::json!({
+                    "sent": stats.sent.load(Ordering::Relaxed),
+                    "dropped": dropped,
+                    "rejected": stats.rejected.load(Ordering::Relaxed),
+                    "failedRequests": stats.failed_requests.load(Ordering::Relaxed),
+                    "lastError": last_error,
+                }),
+            );
+            if let Some(error) = last_error {
+                health = health
+                    .with_status(ixp_core::HealthStatus::Degraded)
+                    .with_message(format!("elasticsearch transport failing: {error}"));
+            } else if dropped > 0 {
+                health = health
+                    .with_status(ixp_core::HealthStatus::Degraded)
+                    .with_message(format!(
+                        "elasticsearch transport dropped {dropped} record(s) (buffer full)"
+                    ));
+            }
+        }
+        health
+    }
+
+    fn describe_transports(&self) -> String {
+        let names: Vec<String> = self
+            .config
+            .transports
+            .iter()
+            .map(|t| match t {
+                Transport::Console(_) => "console".to_owned(),
+                Transport::File(f) => format!("file {}", f.filename.display()),
+                Transport::Elasticsearch(es) => format!("elasticsearch {}/{}", es.host, es.index),
+            })
+            .collect();
+        if names.is_empty() {
+            "nowhere".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// Builds the transports and makes them the process's log output.
+    fn install(&mut self) -> Result<(), BoxError> {
+        let filter = EnvFilter::builder()
+            .parse(self.config.filter_directives().join(","))
+            .map_err(|e| format!("invalid log filter: {e}"))?;
+        let mut installed = Installed::default();
+        let mut layers: Vec<BoxedLayer> = Vec::new();
+        for transport in &self.config.transports {
+            match transport {
+                Transport::Console(console) => layers.push(format_layer(
+                    std::io::stderr,
+                    self.config.format,
+                    console.colorize,
+                )),
+                Transport::File(file) => {
+                    let max_bytes = file.max_size.bytes().map_err(|e| format!("maxSize: {e}"))?;
+                    let writer = RotatingFile::open(&file.filename, max_bytes, file.max_files)
+                        .map_err(|e| {
+                            format!("cannot open log file `{}`: {e}", file.filename.display())
+                        })?;
+                    let (writer, guard) =
+                        tracing_appender::non_blocking::NonBlockingBuilder::default()
+                            .lossy(false)
+                            .thread_name("ixp-log-file")
+                            .finish(writer);
+                    installed.file_guards.push(guard);
+                    layers.push(format_layer(writer, self.config.format, false));
+                }
+                #[cfg(feature = "logging-elasticsearch")]
+                Transport::Elasticsearch(es) => {
+                    let (layer, sender) = elasticsearch::start(es)?;
+                    self.service
+                        .elasticsearch
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(sender.stats().clone());
+                    installed.senders.push(sender);
+                    layers.push(layer.boxed());
+                }
+                #[cfg(not(feature = "logging-elasticsearch"))]
+                Transport::Elasticsearch(_) => {
+                    return Err("the `elasticsearch` transport is not compiled in; enable the Cargo feature `logging-elasticsearch`".into());
+                }
+            }
+        }
+        telemetry::install(Box::new(layers), filter)?;
+        self.installed = Some(installed);
+        Ok(())
+    }
+
+    /// Puts the console back, then flushes and closes the transports.
+    async fn uninstall(&mut self) {
+        let Some(installed) = self.installed.take() else {
+            return;
+        };
+        // Dropping the old output closes the Elasticsearch queues and file channels.
+        if let Err(e) = telemetry::install(telemetry::console_layer(), telemetry::default_filter())
+        {
+            eprintln!("logging-plugin: cannot restore the console output: {e}");
+        }
+        #[cfg(feature = "logging-elasticsearch")]
+        {
+            for sender in installed.senders {
+                sender.finish().await;
+            }
+            self.service
+                .elasticsearch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+        // Dropping a guard writes out what the file worker still holds.
+        let guards = installed.file_guards;
+        let _ = tokio::task::spawn_blocking(move || drop(guards)).await;
+    }
+}
+
+fn format_layer<W>(writer: W, format: LogFormat, ansi: bool) -> BoxedLayer
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .boxed(),
+        LogFormat::Json => json::JsonLinesLayer::new(writer).boxed(),
+    }
+}

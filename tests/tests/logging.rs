@@ -1,0 +1,258 @@
+//! logging-plugin: config checks, the process's log output replaced by the plugin's
+//! transports (levels per plugin, JSON format, secrets masked), size rotation keeping at
+//! most `maxFiles` files, and the console back after stop.
+//! The tests replace the process-wide log output, so they take `global_log_lock`.
+
+use std::path::Path;
+
+use ixp_core::config::{ConfigLoader, Format};
+use ixp_core::{
+    check, ixp_plugin, BoxError, Catalog, Host, NoConfig, Plugin, PluginContext, Secret,
+};
+use ixp_plugins::logging::{
+    ByteSize, FileTransport, LogFormat, LogLevel, LoggingConfig, LoggingPlugin, Transport,
+};
+
+fn problems(toml: &str) -> String {
+    let config = ConfigLoader::new()
+        .text(Format::Toml, toml)
+        .env_vars(Vec::<(String, String)>::new())
+        .load()
+        .expect("loads");
+    match check(&Catalog::new().with::<LoggingPlugin>(), &config) {
+        Ok(_) => String::new(),
+        Err(report) => report.to_string(),
+    }
+}
+
+#[test]
+fn the_guide_config_parses_and_each_bad_field_is_reported() {
+    assert_eq!(
+        problems(
+            r#"[plugins.logging-plugin]
+level = "info"
+format = "json"
+plugins = { "cache-plugin" = "debug" }
+directives = ["sqlx=warn"]
+transports = [
+  { type = "console", colorize = true },
+  { type = "file", filename = "logs/app.log", maxSize = "10m", maxFiles = 5 },
+]
+"#
+        ),
+        ""
+    );
+    let report = problems(
+        r#"[plugins.logging-plugin]
+level = "loud"
+format = "xml"
+directives = ["sqlx=very"]
+transports = [
+  { type = "console", colour = true },
+  { type = "file", filename = "a.log", maxSize = "10x", maxFiles = 0 },
+  { type = "file", filename = "a.log", maxSize = 0 },
+  { type = "syslog" },
+]
+"#,
+    );
+    for expected in [
+        "plugins.logging-plugin.level: unknown variant `loud`",
+        "plugins.logging-plugin.format: unknown variant `xml`, expected `text` or `json`",
+        "plugins.logging-plugin.directives[0]: `sqlx=very` is not a filter directive",
+        "plugins.logging-plugin.transports[1].maxSize: `10x` is not a size (use e.g. 10m, 512k, 1g or a number of bytes)",
+        "plugins.logging-plugin.transports[1].maxFiles: must be at least 1",
+        "plugins.logging-plugin.transports[2].filename: `a.log` is written by another transport",
+        "plugins.logging-plugin.transports[2].maxSize: must be at least 1 byte",
+    ] {
+        assert!(report.contains(expected), "missing {expected:?} in\n{report}");
+    }
+    assert!(report.contains("colour"), "{report}");
+    assert!(report.contains("syslog"), "{report}");
+}
+
+#[cfg(not(feature = "services"))]
+#[test]
+fn elasticsearch_without_its_feature_names_the_feature() {
+    let report = problems(
+        "[plugins.logging-plugin]\ntransports = [{ type = \"elasticsearch\", host = \"http://127.0.0.1:9200\", index = \"Bad Index\" }]\n",
+    );
+    for expected in [
+        "plugins.logging-plugin.transports[0].type: the `elasticsearch` transport is not compiled in; enable the Cargo feature `logging-elasticsearch`",
+        "plugins.logging-plugin.transports[0].index: `Bad Index` is not a valid index name",
+    ] {
+        assert!(report.contains(expected), "missing {expected:?} in\n{report}");
+    }
+}
+
+#[ixp_plugin(name = "chatty-plugin", version = "1.0.0", dependencies = ["logging-plugin"])]
+struct ChattyPlugin;
+
+impl Plugin for ChattyPlugin {
+    type Config = NoConfig;
+    async fn initialize(_: NoConfig, ctx: &PluginContext) -> Result<Self, BoxError> {
+        ctx.logger().debug("chatty debug record");
+        Ok(Self)
+    }
+    async fn start(&mut self, _ctx: &PluginContext) -> Result<(), BoxError> {
+        tracing::debug!(answer = 42, "chatty hook record");
+        Ok(())
+    }
+}
+
+#[ixp_plugin(name = "quiet-plugin", version = "1.0.0", dependencies = ["logging-plugin"])]
+struct QuietPlugin;
+
+impl Plugin for QuietPlugin {
+    type Config = NoConfig;
+    async fn initialize(_: NoConfig, ctx: &PluginContext) -> Result<Self, BoxError> {
+        ctx.logger().debug("quiet debug record");
+        let password = Secret::new("hunter2-do-not-log");
+        ctx.logger().info(format_args!(
+            "connecting with password {password} ({password:?})"
+        ));
+        Ok(Self)
+    }
+}
+
+fn file_config(dir: &Path, max_size: &str, max_files: u32) -> LoggingConfig {
+    LoggingConfig {
+        level: LogLevel::Info,
+        format: LogFormat::Json,
+        plugins: [("chatty-plugin".to_owned(), LogLevel::Debug)].into(),
+        transports: vec![Transport::File(FileTransport {
+            filename: dir.join("logs").join("app.log"),
+            max_size: ByteSize::Text(max_size.into()),
+            max_files,
+        })],
+        ..LoggingConfig::default()
+    }
+}
+
+fn log_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("logs"))
+        .expect("log dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn plugin_levels_json_records_and_masked_secrets_in_the_file() {
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = ixp_tests::temp_dir("logging-levels");
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<LoggingPlugin>(file_config(&dir, "10m", 3))
+        .plugin::<ChattyPlugin>(NoConfig {})
+        .plugin::<QuietPlugin>(NoConfig {})
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    tracing::info!(target: "outside_any_plugin", "a record from the app");
+    host.stop().await.expect("stop");
+    tracing::info!("after stop: goes to the console, not the file");
+
+    let text = std::fs::read_to_string(dir.join("logs/app.log")).expect("log file");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let messages: Vec<String> = records
+        .iter()
+        .map(|r| r["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let has = |m: &str| messages.iter().any(|x| x.contains(m));
+    assert!(has("chatty debug record"), "{messages:#?}");
+    assert!(
+        has("chatty hook record"),
+        "the plugin level applies to its hooks too: {messages:#?}"
+    );
+    assert!(!has("quiet debug record"), "{messages:#?}");
+    assert!(has("a record from the app"), "{messages:#?}");
+    assert!(has("connecting with password"), "{messages:#?}");
+    assert!(
+        !text.contains("hunter2-do-not-log"),
+        "a secret reached the log:\n{text}"
+    );
+    assert!(!has("after stop"), "{messages:#?}");
+    let chatty = records
+        .iter()
+        .find(|r| r["message"] == "chatty hook record")
+        .expect("record");
+    assert_eq!(chatty["level"], "DEBUG");
+    assert_eq!(chatty["fields"]["answer"], 42);
+    assert_eq!(chatty["span"]["plugin"], "chatty-plugin", "{chatty}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn writing_past_max_size_keeps_at_most_max_files() {
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = ixp_tests::temp_dir("logging-rotation");
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<LoggingPlugin>(file_config(&dir, "4k", 3))
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    for i in 0..400 {
+        tracing::info!(target: "rotation_test", seq = i, "record number {i:04} with some padding to fill the file");
+    }
+    host.stop().await.expect("stop flushes the file");
+
+    let names = log_files(&dir);
+    assert_eq!(
+        names,
+        ["app.log", "app.log.1", "app.log.2"],
+        "at most maxFiles files"
+    );
+    let mut seqs = Vec::new();
+    for name in &names {
+        let text = std::fs::read_to_string(dir.join("logs").join(name)).expect("read");
+        assert!(
+            text.len() <= 4096,
+            "{name} holds {} bytes, more than maxSize",
+            text.len()
+        );
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).expect("whole JSON lines");
+            if record["target"] == "rotation_test" {
+                seqs.push(record["fields"]["seq"].as_i64().expect("seq"));
+            }
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs.last(), Some(&399), "the newest record is kept");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "the kept records are contiguous"
+    );
+    assert!(seqs[0] > 0, "the oldest records were rotated away");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_log_file_that_cannot_be_opened_fails_initialization_naming_it() {
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = ixp_tests::temp_dir("logging-unopenable");
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, "a file where a directory should be").expect("write");
+    let config = LoggingConfig {
+        transports: vec![Transport::File(FileTransport {
+            filename: blocker.join("app.log"),
+            ..FileTransport::default()
+        })],
+        ..LoggingConfig::default()
+    };
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<LoggingPlugin>(config)
+        .build()
+        .expect("plan");
+    let error = host.launch().await.expect_err("cannot open");
+    let message = error.to_string();
+    assert!(message.contains("logging-plugin"), "{message}");
+    assert!(message.contains("not-a-dir/app.log"), "{message}");
+    std::fs::remove_dir_all(dir).ok();
+}
