@@ -211,7 +211,7 @@ pub fn graph(catalog: &Catalog, config: &IxpConfig, mermaid: bool) -> String {
         for (i, r) in registrations.iter().enumerate() {
             let meta = r.metadata();
             let _ = writeln!(out, "    p{i}[\"{} {}\"]", meta.name, meta.version);
-            if !config.is_enabled(meta.name) {
+            if !config.enables(&meta) {
                 let _ = writeln!(out, "    style p{i} stroke-dasharray: 5 5,color:#999");
             }
         }
@@ -243,7 +243,7 @@ pub fn graph(catalog: &Catalog, config: &IxpConfig, mermaid: bool) -> String {
         out.push_str("digraph plugins {\n    rankdir=LR;\n    node [shape=box];\n");
         for r in registrations {
             let meta = r.metadata();
-            let style = if config.is_enabled(meta.name) {
+            let style = if config.enables(&meta) {
                 ""
             } else {
                 ", style=dashed, fontcolor=gray"

@@ -212,15 +212,20 @@ pub(crate) fn plan_with(
     }
 
     // The enabled set, in name order.
+    // A plugin given a typed config in code counts as configured.
+    let is_on = |name: &str, reg: &PluginRegistration| match config.plugin(name) {
+        Some(section) => section.enabled,
+        None => typed.contains_key(name) || reg.metadata().enabled_by_default,
+    };
     let enabled: Vec<&PluginRegistration> = by_name
         .iter()
-        .filter(|(name, _)| config.is_enabled(name))
+        .filter(|(name, regs)| is_on(name, regs[0]))
         .map(|(_, regs)| regs[0])
         .collect();
     let disabled: Vec<String> = by_name
-        .keys()
-        .filter(|name| !config.is_enabled(name))
-        .map(|n| (*n).to_owned())
+        .iter()
+        .filter(|(name, regs)| !is_on(name, regs[0]))
+        .map(|(n, _)| (*n).to_owned())
         .collect();
     let index: HashMap<&str, usize> = enabled
         .iter()
@@ -285,9 +290,11 @@ pub(crate) fn plan_with(
                 }
                 None if !required => {}
                 None if by_name.contains_key(dep.name.as_str()) => {
-                    problems.push(Problem::DisabledDependency {
-                        plugin: meta.name.to_owned(),
-                        dependency: dep.name.clone(),
+                    let (plugin, dependency) = (meta.name.to_owned(), dep.name.clone());
+                    problems.push(if config.plugin(&dep.name).is_some() {
+                        Problem::DisabledDependency { plugin, dependency }
+                    } else {
+                        Problem::UnconfiguredDependency { plugin, dependency }
                     });
                 }
                 None => {

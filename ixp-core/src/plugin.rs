@@ -33,6 +33,10 @@ pub struct PluginMetadata {
     pub provides: &'static [&'static str],
     /// The Cargo feature that compiles the plugin in, for built-in plugins.
     pub feature: Option<&'static str>,
+    /// Whether the plugin runs when the config has no section for it. Plugins that
+    /// cannot work on their defaults (they need a secret, an endpoint, a server) say
+    /// `false`: compiled in, they run only once the config has a section for them.
+    pub enabled_by_default: bool,
 }
 
 /// Static metadata of a plugin type. `#[ixp_plugin]` implements it; implement it by

@@ -41,6 +41,15 @@ pub enum Problem {
         /// The disabled dependency.
         dependency: String,
     },
+    /// A required dependency is compiled in but runs only when configured, and the
+    /// config has no section for it.
+    #[error("plugin `{plugin}` depends on `{dependency}`, which runs only when configured: add a [plugins.{dependency}] section")]
+    UnconfiguredDependency {
+        /// The plugin that has the dependency.
+        plugin: String,
+        /// The dependency without a section.
+        dependency: String,
+    },
     /// A dependency is present but its version is outside the requirement.
     #[error("plugin `{plugin}` requires `{dependency} {requirement}`, but version {found} is compiled in")]
     VersionMismatch {

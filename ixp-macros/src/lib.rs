@@ -19,7 +19,7 @@ use syn::spanned::Spanned;
 use syn::{parse_macro_input, Expr, ExprArray, ExprLit, Item, Lit, LitStr};
 
 const KEYS: &str =
-    "name, version, description, dependencies, optional_dependencies, provides, feature, crate";
+    "name, version, description, dependencies, optional_dependencies, provides, feature, enabled_by_default, crate";
 
 /// Marks a struct as an ixp plugin and registers it at link time.
 ///
@@ -27,7 +27,9 @@ const KEYS: &str =
 /// `dependencies` and `optional_dependencies` (lists of `"plugin-name"` or
 /// `"plugin-name <semver requirement>"`), `provides` (the service names the plugin
 /// registers, used in error messages), `feature` (the Cargo feature that compiles the
-/// plugin in), `crate` (the path of ixp-core if it was renamed).
+/// plugin in), `enabled_by_default` (`false` for a plugin that runs only when the
+/// config has a section for it; default `true`), `crate` (the path of ixp-core if it
+/// was renamed).
 ///
 /// See the documentation of `ixp_core::Plugin` for a complete example.
 #[proc_macro_attribute]
@@ -52,6 +54,7 @@ struct PluginAttrs {
     optional_dependencies: Option<Vec<LitStr>>,
     provides: Option<Vec<LitStr>>,
     feature: Option<LitStr>,
+    enabled_by_default: Option<syn::LitBool>,
     krate: Option<syn::Path>,
 }
 
@@ -109,6 +112,13 @@ impl PluginAttrs {
             "feature" => {
                 let lit: LitStr = meta.value()?.parse()?;
                 set_once(&mut self.feature, lit).map_err(|_| duplicate())
+            }
+            "enabled_by_default" => {
+                let lit: syn::LitBool = meta
+                    .value()?
+                    .parse()
+                    .map_err(|e| syn::Error::new(e.span(), "expected `true` or `false`"))?;
+                set_once(&mut self.enabled_by_default, lit).map_err(|_| duplicate())
             }
             "crate" => {
                 let lit: LitStr = meta.value()?.parse()?;
@@ -245,6 +255,7 @@ fn expand(attrs: PluginAttrs, item: Item) -> syn::Result<proc_macro2::TokenStrea
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
     };
+    let enabled_by_default = attrs.enabled_by_default.is_none_or(|lit| lit.value);
     let ident = &strukt.ident;
     let registration = quote_spanned! {ident.span()=>
         #krate::__private::inventory::submit! {
@@ -263,6 +274,7 @@ fn expand(attrs: PluginAttrs, item: Item) -> syn::Result<proc_macro2::TokenStrea
                 optional_dependencies: &[#(#optional),*],
                 provides: &[#(#provides),*],
                 feature: #feature,
+                enabled_by_default: #enabled_by_default,
             };
         }
 

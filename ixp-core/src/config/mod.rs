@@ -700,9 +700,20 @@ impl IxpConfig {
         &self.plugins
     }
 
-    /// Whether the plugin is enabled (plugins are enabled unless `enabled = false`).
+    /// Whether the plugin is enabled, for a plugin enabled by default: unless its
+    /// section says `enabled = false`.
     pub fn is_enabled(&self, name: &str) -> bool {
         self.plugins.get(name).is_none_or(|s| s.enabled)
+    }
+
+    /// Whether the plugin `metadata` describes is enabled: by its section's `enabled`
+    /// if the config has a section for it, else by
+    /// [`enabled_by_default`](crate::PluginMetadata::enabled_by_default).
+    pub fn enables(&self, metadata: &crate::PluginMetadata) -> bool {
+        match self.plugins.get(metadata.name) {
+            Some(section) => section.enabled,
+            None => metadata.enabled_by_default,
+        }
     }
 
     /// Problems found while loading (unset variables, bad server settings, bad reserved

@@ -1,0 +1,546 @@
+//! The running bridge: the outgoing buffer and publisher, and the incoming subscriber
+//! or JetStream consumer.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures::StreamExt;
+use ixp_core::{EventBus, PluginContext, Subscription};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use super::config::{topic_matches, EventsNatsConfig};
+use super::PLUGIN_NAME;
+
+/// How many recent event ids an instance remembers to emit each event once.
+const SEEN_IDS: usize = 10_000;
+
+/// Counters of the bridge (the `events-bridge` service).
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    unserializable: AtomicU64,
+    lost: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl BridgeStats {
+    /// Events published to NATS (acknowledged, with JetStream).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+    /// Events from other instances emitted on this bus.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+    /// Events not bridged because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+    /// Events not bridged because their payload is not serializable.
+    pub fn unserializable(&self) -> u64 {
+        self.unserializable.load(Ordering::Relaxed)
+    }
+    /// Events still buffered when the stop deadline passed.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+    /// Failed publish attempts (each retried).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+    /// The last publish failure, while publishing is failing.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+}
+
+/// What travels on NATS.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    id: String,
+    origin: String,
+    topic: String,
+    payload: Value,
+}
+
+struct Outgoing {
+    id: String,
+    subject: String,
+    body: Bytes,
+}
+
+struct Shared {
+    stopping: AtomicBool,
+    deadline: Mutex<Option<Instant>>,
+    wake: Notify,
+}
+
+/// A connected bridge.
+pub(crate) struct Bridge {
+    client: async_nats::Client,
+    instance_id: String,
+    queue: mpsc::Sender<Outgoing>,
+    subscription: Option<Subscription>,
+    publisher: JoinHandle<()>,
+    receiver: JoinHandle<()>,
+    shared: Arc<Shared>,
+    flush_timeout: Duration,
+}
+
+fn error_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Bridge {
+    /// Connects, sets up JetStream if asked, subscribes on both sides.
+    pub(crate) async fn connect(
+        config: &EventsNatsConfig,
+        ctx: &PluginContext,
+        stats: Arc<BridgeStats>,
+    ) -> Result<Self, String> {
+        let instance_id = config
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("ixp-{}-{}", std::process::id(), nuid::next()));
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("ixp {instance_id}"))
+            .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100u64.saturating_mul(1 << attempts.min(5)))
+                    .min(Duration::from_secs(2))
+            });
+        if let Some(user) = &config.username {
+            let password = config
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default();
+            options = options.user_and_password(user.clone(), password);
+        }
+        if let Some(token) = &config.token {
+            options = options.token(token.expose().to_owned());
+        }
+        let servers: Vec<String> = config.url.split(',').map(|u| u.trim().to_owned()).collect();
+        let client = options.connect(servers).await.map_err(|e| {
+            format!(
+                "cannot connect to NATS at {}: {}",
+                config.url,
+                error_text(&e)
+            )
+        })?;
+
+        let prefix = config.subject_prefix.clone();
+        let patterns: Arc<[String]> = config.topics.clone().into();
+        let shared = Arc::new(Shared {
+            stopping: AtomicBool::new(false),
+            deadline: Mutex::new(None),
+            wake: Notify::new(),
+        });
+        let (queue, outgoing) = mpsc::channel::<Outgoing>(config.buffer_size.max(1));
+
+        let (publisher, receiver) =
+            if config.jetstream.enabled {
+                let js = {
+                    let mut js = jetstream::new(client.clone());
+                    js.set_timeout(Duration::from_millis(config.jetstream.ack_timeout_ms));
+                    js
+                };
+                let parse = |text: &str| humantime::parse_duration(text).map_err(|e| e.to_string());
+                let stream = js
+                    .get_or_create_stream(jetstream::stream::Config {
+                        name: config.jetstream.stream.clone(),
+                        subjects: vec![format!("{prefix}.>")],
+                        storage: jetstream::stream::StorageType::File,
+                        max_age: parse(&config.jetstream.max_age)?,
+                        duplicate_window: parse(&config.jetstream.duplicate_window)?,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "JetStream stream `{}` on {}: {}",
+                            config.jetstream.stream,
+                            config.url,
+                            error_text(&e)
+                        )
+                    })?;
+                let durable = config
+                    .jetstream
+                    .durable
+                    .clone()
+                    .unwrap_or_else(|| format!("ixp-{instance_id}"));
+                let consumer_config = jetstream::consumer::pull::Config {
+                    durable_name: Some(durable.clone()),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    ..Default::default()
+                };
+                stream
+                    .get_or_create_consumer(&durable, consumer_config)
+                    .await
+                    .map_err(|e| format!("JetStream consumer `{durable}`: {}", error_text(&e)))?;
+                let publisher = tokio::spawn(publish_loop(
+                    Publisher::JetStream(js.clone()),
+                    outgoing,
+                    stats.clone(),
+                    shared.clone(),
+                ));
+                let receiver = tokio::spawn(consume_jetstream(
+                    stream,
+                    durable,
+                    Inbound::new(
+                        &instance_id,
+                        patterns.clone(),
+                        ctx.events().clone(),
+                        stats.clone(),
+                    ),
+                ));
+                (publisher, receiver)
+            } else {
+                let subscriber = client.subscribe(format!("{prefix}.>")).await.map_err(|e| {
+                    format!("cannot subscribe on {}: {}", config.url, error_text(&e))
+                })?;
+                // A round trip, so the server has the subscription before start returns.
+                client.flush().await.map_err(|e| {
+                    format!("cannot subscribe on {}: {}", config.url, error_text(&e))
+                })?;
+                let publisher = tokio::spawn(publish_loop(
+                    Publisher::Core(client.clone()),
+                    outgoing,
+                    stats.clone(),
+                    shared.clone(),
+                ));
+                let inbound = Inbound::new(
+                    &instance_id,
+                    patterns.clone(),
+                    ctx.events().clone(),
+                    stats.clone(),
+                );
+                let receiver = tokio::spawn(async move {
+                    let mut subscriber = subscriber;
+                    let mut inbound = inbound;
+                    while let Some(message) = subscriber.next().await {
+                        inbound.handle(&message.payload).await;
+                    }
+                });
+                (publisher, receiver)
+            };
+
+        // One bus subscription to every topic, matched here against the patterns, so an
+        // event that matches two patterns is still published once.
+        let sender = queue.clone();
+        let origin = instance_id.clone();
+        let for_handler = stats.clone();
+        let shared_for_handler = shared.clone();
+        let subscription = ctx
+            .events()
+            .on("**", move |event: ixp_core::Event| {
+                // Queued here, synchronously: the emitter never waits for NATS.
+                let bridged = event.source() != Some(PLUGIN_NAME)
+                    && !shared_for_handler.stopping.load(Ordering::Relaxed)
+                    && patterns.iter().any(|p| topic_matches(p, event.topic()));
+                if bridged {
+                    outgoing_for(&event, &origin, &prefix, &for_handler, &sender);
+                }
+                async {}
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            client,
+            instance_id,
+            queue,
+            subscription: Some(subscription),
+            publisher,
+            receiver,
+            shared,
+            flush_timeout: Duration::from_millis(config.flush_timeout_ms),
+        })
+    }
+
+    pub(crate) fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Events waiting to be published.
+    pub(crate) fn pending(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// Stops taking events, publishes what is buffered (until the flush timeout), stops
+    /// receiving; returns how many events were lost.
+    pub(crate) async fn shutdown(mut self) -> usize {
+        if let Some(subscription) = self.subscription.take() {
+            subscription.cancel();
+        }
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.flush_timeout);
+        self.shared.wake.notify_one();
+        let pending_before = self.pending();
+        drop(self.queue);
+        let grace = self.flush_timeout + Duration::from_secs(2);
+        let mut lost = 0;
+        if tokio::time::timeout(grace, &mut self.publisher)
+            .await
+            .is_err()
+        {
+            self.publisher.abort();
+            lost = pending_before;
+        }
+        self.receiver.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+        lost
+    }
+}
+
+fn outgoing_for(
+    event: &ixp_core::Event,
+    origin: &str,
+    prefix: &str,
+    stats: &BridgeStats,
+    sender: &mpsc::Sender<Outgoing>,
+) {
+    let payload = match event.to_json() {
+        Ok(payload) => payload,
+        Err(e) => {
+            let n = stats.unserializable.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(target: "ixp_plugins::events_nats", "event `{}` not bridged: {e} ({n} so far)", event.topic());
+            }
+            return;
+        }
+    };
+    let id = nuid::next().to_string();
+    let envelope = Envelope {
+        id: id.clone(),
+        origin: origin.to_owned(),
+        topic: event.topic().to_owned(),
+        payload,
+    };
+    let Ok(body) = serde_json::to_vec(&envelope) else {
+        stats.unserializable.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let outgoing = Outgoing {
+        id,
+        subject: format!("{prefix}.{}", event.topic()),
+        body: body.into(),
+    };
+    if sender.try_send(outgoing).is_err() {
+        let n = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                target: "ixp_plugins::events_nats",
+                "the NATS buffer is full: event `{}` dropped ({n} dropped so far)",
+                event.topic()
+            );
+        }
+    }
+}
+
+enum Publisher {
+    Core(async_nats::Client),
+    JetStream(jetstream::Context),
+}
+
+impl Publisher {
+    async fn publish(&self, message: &Outgoing) -> Result<(), String> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", message.id.as_str());
+        match self {
+            Publisher::Core(client) => client
+                .publish_with_headers(message.subject.clone(), headers, message.body.clone())
+                .await
+                .map_err(|e| error_text(&e)),
+            Publisher::JetStream(js) => {
+                let ack = js
+                    .publish_with_headers(message.subject.clone(), headers, message.body.clone())
+                    .await
+                    .map_err(|e| error_text(&e))?;
+                ack.await.map(drop).map_err(|e| error_text(&e))
+            }
+        }
+    }
+}
+
+async fn publish_loop(
+    publisher: Publisher,
+    mut queue: mpsc::Receiver<Outgoing>,
+    stats: Arc<BridgeStats>,
+    shared: Arc<Shared>,
+) {
+    while let Some(message) = queue.recv().await {
+        let mut attempt: u32 = 0;
+        loop {
+            match publisher.publish(&message).await {
+                Ok(()) => {
+                    stats.published.fetch_add(1, Ordering::Relaxed);
+                    if attempt > 0 {
+                        stats.set_error(None);
+                    }
+                    break;
+                }
+                Err(error) => {
+                    let failures = stats.failures.fetch_add(1, Ordering::Relaxed);
+                    if failures % 20 == 0 {
+                        tracing::warn!(
+                            target: "ixp_plugins::events_nats",
+                            "publishing `{}` failed ({error}); retrying",
+                            message.subject
+                        );
+                    }
+                    stats.set_error(Some(error));
+                }
+            }
+            attempt = attempt.saturating_add(1);
+            let delay = Duration::from_millis(50u64.saturating_mul(1 << attempt.min(5)))
+                .min(Duration::from_secs(2));
+            let deadline = *shared.deadline.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(deadline) = deadline {
+                if Instant::now() + delay > deadline {
+                    let left = 1 + queue.len() as u64;
+                    stats.lost.fetch_add(left, Ordering::Relaxed);
+                    tracing::warn!(
+                        target: "ixp_plugins::events_nats",
+                        "{left} event(s) not published before the stop deadline"
+                    );
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shared.wake.notified() => {}
+            }
+        }
+    }
+}
+
+/// The receiving side: drops own and already-seen events, emits the rest locally.
+struct Inbound {
+    instance_id: String,
+    patterns: Arc<[String]>,
+    bus: EventBus,
+    stats: Arc<BridgeStats>,
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Inbound {
+    fn new(
+        instance_id: &str,
+        patterns: Arc<[String]>,
+        bus: EventBus,
+        stats: Arc<BridgeStats>,
+    ) -> Self {
+        Self {
+            instance_id: instance_id.to_owned(),
+            patterns,
+            bus,
+            stats,
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    async fn handle(&mut self, body: &[u8]) {
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
+            tracing::warn!(target: "ixp_plugins::events_nats", "a message that is not an ixp event was ignored");
+            return;
+        };
+        if envelope.origin == self.instance_id
+            || !self
+                .patterns
+                .iter()
+                .any(|p| topic_matches(p, &envelope.topic))
+            || !self.seen.insert(envelope.id.clone())
+        {
+            return;
+        }
+        self.order.push_back(envelope.id);
+        if self.order.len() > SEEN_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.bus.emit(&envelope.topic, envelope.payload).await;
+    }
+}
+
+async fn consume_jetstream(
+    stream: jetstream::stream::Stream,
+    durable: String,
+    mut inbound: Inbound,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        let messages = match stream
+            .get_consumer::<jetstream::consumer::pull::Config>(&durable)
+            .await
+        {
+            Ok(consumer) => consumer.messages().await.map_err(|e| error_text(&e)),
+            Err(e) => Err(error_text(&*e)),
+        };
+        match messages {
+            Ok(mut messages) => {
+                while let Some(item) = messages.next().await {
+                    match item {
+                        Ok(message) => {
+                            attempt = 0;
+                            inbound.handle(&message.payload).await;
+                            if let Err(e) = message.ack().await {
+                                tracing::debug!(target: "ixp_plugins::events_nats", "ack failed: {e}");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(target: "ixp_plugins::events_nats", "consumer: {}", error_text(&e));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if attempt % 20 == 0 {
+                    tracing::warn!(target: "ixp_plugins::events_nats", "JetStream consumer `{durable}`: {e}; retrying");
+                }
+            }
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(
+            Duration::from_millis(100u64.saturating_mul(1 << attempt.min(4)))
+                .min(Duration::from_secs(2)),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,265 @@
+//! events-nats-plugin: two instances (hosts) share one event bus through NATS. Core NATS
+//! against the machine's server (127.0.0.1:4222, `IXP_TEST_NATS_URL` overrides); the
+//! JetStream restart test runs its own `nats-server` (Debian package, on the machine) on
+//! a free port and restarts it mid-stream.
+//! Part of the service-backed suite: `cargo test -p ixp-tests --features services`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ixp_core::config::{ConfigLoader, Format};
+use ixp_core::{check, Catalog, Event, HealthStatus, Host};
+use ixp_plugins::events_nats::{BridgeStats, EventsNatsConfig, EventsNatsPlugin, JetStreamConfig};
+use serde_json::{json, Value};
+
+fn machine_nats() -> String {
+    std::env::var("IXP_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn problems(toml: &str) -> String {
+    let config = ConfigLoader::new()
+        .text(Format::Toml, toml)
+        .env_vars(Vec::<(String, String)>::new())
+        .load()
+        .expect("loads");
+    match check(&Catalog::new().with::<EventsNatsPlugin>(), &config) {
+        Ok(_) => String::new(),
+        Err(report) => report.to_string(),
+    }
+}
+
+#[test]
+fn config_parses_and_each_bad_field_is_reported() {
+    assert_eq!(
+        problems("[plugins.events-nats-plugin]\nurl = \"nats://127.0.0.1:4222\"\ntopics = [\"user.*\", \"order.**\"]\njetstream = { enabled = true, durable = \"api-1\" }\n"),
+        ""
+    );
+    let report = problems(
+        r#"[plugins.events-nats-plugin]
+url = "http://127.0.0.1:4222"
+topics = ["user..x", "a.*b"]
+subjectPrefix = "ixp events"
+instanceId = "bad id"
+password = "p"
+bufferSize = 0
+jetstream = { stream = "A.B", maxAge = "forever" }
+"#,
+    );
+    for expected in [
+        "plugins.events-nats-plugin.url: `http://127.0.0.1:4222`: the scheme must be nats://",
+        "plugins.events-nats-plugin.topics[0]:",
+        "plugins.events-nats-plugin.topics[1]:",
+        "plugins.events-nats-plugin.subjectPrefix: `ixp events` is not a NATS subject prefix",
+        "plugins.events-nats-plugin.instanceId: may hold letters, digits, `-` and `_` only",
+        "plugins.events-nats-plugin.password: is set but `username` is not",
+        "plugins.events-nats-plugin.bufferSize: must be at least 1",
+        "plugins.events-nats-plugin.jetstream.stream: `A.B` is not a stream name",
+        "plugins.events-nats-plugin.jetstream.maxAge: `forever` is not a duration",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in\n{report}"
+        );
+    }
+}
+
+fn config(url: &str, prefix: &str, instance: &str) -> EventsNatsConfig {
+    EventsNatsConfig {
+        url: url.into(),
+        topics: vec!["user.*".into()],
+        subject_prefix: prefix.into(),
+        instance_id: Some(instance.into()),
+        ..EventsNatsConfig::default()
+    }
+}
+
+/// A host with the bridge, and what its bus saw on `user.*`.
+async fn instance(config: EventsNatsConfig) -> (Host, Arc<Mutex<Vec<(String, Value)>>>) {
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<EventsNatsPlugin>(config)
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    host.events()
+        .on("user.*", move |event: Event| {
+            let payload = event.to_json().unwrap_or(Value::Null);
+            sink.lock()
+                .expect("lock")
+                .push((event.topic().to_owned(), payload));
+            async {}
+        })
+        .expect("subscribe")
+        .detach();
+    (host, seen)
+}
+
+async fn wait_until(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !ready() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_emitted_on_one_instance_is_handled_on_the_other_and_not_echoed() {
+    let prefix = ixp_tests::unique_name("ixp_test").replace('_', "-");
+    let (a, seen_a) = instance(config(&machine_nats(), &prefix, "inst-a")).await;
+    let (b, seen_b) = instance(config(&machine_nats(), &prefix, "inst-b")).await;
+
+    a.events()
+        .emit("user.created", json!({ "id": 7, "name": "ada" }))
+        .await;
+    a.events().emit("order.placed", json!({ "id": 1 })).await; // not a bridged topic
+    b.events().emit("user.deleted", json!({ "id": 8 })).await;
+    wait_until("both events to cross", Duration::from_secs(10), || {
+        seen_a.lock().expect("lock").len() >= 2 && seen_b.lock().expect("lock").len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // room for an echo to show up
+
+    // Local and remote events race, so compare in topic order.
+    let mut a_saw = seen_a.lock().expect("lock").clone();
+    let mut b_saw = seen_b.lock().expect("lock").clone();
+    a_saw.sort_by(|x, y| x.0.cmp(&y.0));
+    b_saw.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        a_saw,
+        [
+            ("user.created".to_owned(), json!({ "id": 7, "name": "ada" })),
+            ("user.deleted".to_owned(), json!({ "id": 8 })),
+        ],
+        "A sees its own event once (no echo) and B's"
+    );
+    assert_eq!(
+        b_saw,
+        [
+            ("user.created".to_owned(), json!({ "id": 7, "name": "ada" })),
+            ("user.deleted".to_owned(), json!({ "id": 8 })),
+        ]
+    );
+    let stats = a
+        .services()
+        .get::<BridgeStats>("events-bridge")
+        .expect("service");
+    assert_eq!((stats.published(), stats.received()), (1, 1));
+    let health = a.health().await.plugins["events-nats-plugin"].clone();
+    assert_eq!(health.status, HealthStatus::Healthy, "{health:?}");
+    a.stop().await.expect("stop");
+    b.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_initialization_naming_it() {
+    let url = format!("nats://127.0.0.1:{}", ixp_tests::free_port());
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<EventsNatsPlugin>(EventsNatsConfig {
+            connect_timeout_ms: 500,
+            ..config(&url, "ixp-unreachable", "x")
+        })
+        .build()
+        .expect("plan");
+    let error = host.launch().await.expect_err("nothing listens");
+    let message = format!("{error}");
+    assert!(message.contains("events-nats-plugin"), "{message}");
+    assert!(message.contains(&url), "{message}");
+}
+
+/// A `nats-server` with JetStream on `port`, storing in `dir`.
+fn nats_server(port: u16, dir: &Path) -> Child {
+    Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the `nats-server` command (Debian package nats-server)")
+}
+
+async fn wait_for_port(port: u16) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < until,
+            "nats-server did not listen on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_jetstream_a_nats_restart_mid_stream_loses_nothing() {
+    let dir = ixp_tests::temp_dir("nats-js");
+    let port = ixp_tests::free_port();
+    let mut server = nats_server(port, &dir);
+    wait_for_port(port).await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let js = |instance: &str| EventsNatsConfig {
+        jetstream: JetStreamConfig {
+            enabled: true,
+            ack_timeout_ms: 1000,
+            ..JetStreamConfig::default()
+        },
+        ..config(&url, "ixp.js", instance)
+    };
+    let (a, seen_a) = instance(js("js-a")).await;
+    let (b, seen_b) = instance(js("js-b")).await;
+
+    const N: i64 = 300;
+    for seq in 0..N {
+        a.events().emit("user.tick", json!({ "seq": seq })).await;
+        if seq == 100 {
+            server.kill().expect("kill nats-server");
+            server.wait().expect("reap");
+        }
+        if seq == 200 {
+            server = nats_server(port, &dir);
+            wait_for_port(port).await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    wait_until("every event on B", Duration::from_secs(60), || {
+        seen_b.lock().expect("lock").len() >= N as usize
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let seqs: Vec<i64> = seen_b
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|(_, p)| p["seq"].as_i64())
+        .collect();
+    let counts = seqs.iter().fold(BTreeMap::new(), |mut m, s| {
+        *m.entry(*s).or_insert(0) += 1;
+        m
+    });
+    assert_eq!(counts.len(), N as usize, "every event arrived");
+    assert!(counts.values().all(|&n| n == 1), "each event once on B");
+    assert_eq!(
+        seen_a.lock().expect("lock").len(),
+        N as usize,
+        "no echo on A"
+    );
+    let stats = a
+        .services()
+        .get::<BridgeStats>("events-bridge")
+        .expect("service");
+    assert_eq!(stats.published(), N as u64);
+    assert!(stats.failures() > 0, "the outage was seen by the publisher");
+    a.stop().await.expect("stop");
+    b.stop().await.expect("stop");
+    server.kill().ok();
+    server.wait().ok();
+    std::fs::remove_dir_all(dir).ok();
+}
