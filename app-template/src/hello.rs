@@ -1,13 +1,34 @@
 //! The application's own plugin, written like the guide's BasicPlugin: it logs its
-//! lifecycle, serves `GET /hello` and counts the greetings it gave in its health.
-//! Put your own plugins next to it.
+//! lifecycle, serves `GET /hello` and counts the greetings it gave in its health. Like
+//! the guide's event-driven plugin it also publishes and handles an event:
+//! `POST /hello/{name}` publishes `user.greeted`, and every `user.greeted` it hears (from
+//! this instance, or from others through the events-nats plugin) is listed by
+//! `GET /hello/greeted`. Put your own plugins next to it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use axum::routing::get;
-use ixp_core::{ixp_plugin, BoxError, JsonSchema, Plugin, PluginContext, PluginHealth};
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Json;
+use ixp_core::{ixp_plugin, BoxError, JsonSchema, Plugin, PluginContext, PluginHealth, TypedEvent};
 use serde::{Deserialize, Serialize};
+
+/// Published on `user.greeted` by `POST /hello/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Greeted {
+    /// Who was greeted.
+    pub name: String,
+}
+
+impl TypedEvent for Greeted {
+    const TOPIC: &'static str = "user.greeted";
+}
+
+/// How many greeted names `GET /hello/greeted` keeps.
+const KEPT: usize = 100;
 
 /// `[plugins.hello-plugin]` in `ixp.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -35,6 +56,7 @@ impl Default for HelloConfig {
 pub struct HelloPlugin {
     greeting: Arc<str>,
     served: Arc<AtomicU64>,
+    greeted: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Plugin for HelloPlugin {
@@ -46,6 +68,7 @@ impl Plugin for HelloPlugin {
         Ok(Self {
             greeting: config.greeting.into(),
             served: Arc::default(),
+            greeted: Arc::default(),
         })
     }
 
@@ -60,7 +83,43 @@ impl Plugin for HelloPlugin {
                 async move { greeting.to_string() }
             }),
         )?;
-        ctx.logger().info("started: serving GET /hello");
+        let events = ctx.events().clone();
+        ctx.http().route(
+            "/hello/{name}",
+            post(move |Path(name): Path<String>| {
+                let events = events.clone();
+                async move {
+                    events.publish(Greeted { name: name.clone() }).await;
+                    (StatusCode::ACCEPTED, format!("greeted {name}"))
+                }
+            }),
+        )?;
+        let greeted = self.greeted.clone();
+        ctx.events()
+            .subscribe(move |event: Arc<Greeted>| {
+                let mut names = greeted.lock().unwrap_or_else(|e| e.into_inner());
+                if names.len() == KEPT {
+                    names.pop_front();
+                }
+                names.push_back(event.name.clone());
+                async {}
+            })?
+            .detach();
+        let greeted = self.greeted.clone();
+        ctx.http().route(
+            "/hello/greeted",
+            get(move || {
+                let names: Vec<String> = greeted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
+                async move { Json(names) }
+            }),
+        )?;
+        ctx.logger()
+            .info("started: serving GET /hello, POST /hello/{name}, GET /hello/greeted");
         Ok(())
     }
 

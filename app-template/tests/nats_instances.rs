@@ -1,0 +1,85 @@
+//! Two `ixp-app` processes on one machine share one event bus through the machine's
+//! NATS (127.0.0.1:4222, `IXP_TEST_NATS_URL` overrides): `POST /hello/{name}` on one
+//! publishes `user.greeted`, and the other's hello-plugin handles it; neither sees an
+//! event twice. Needs the `events-nats` feature:
+//! `cargo test -p app-template --features events-nats --test nats_instances`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, get, request, tempdir, Guard, BIN};
+
+fn start(name: &str, prefix: &str) -> (Guard, u16) {
+    let dir = tempdir(&format!("ixp-app-nats-{name}"));
+    let url = std::env::var("IXP_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let config = dir.join("ixp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins.database-plugin]\nfilename = \"{}\"\n\n[plugins.events-nats-plugin]\nurl = \"{url}\"\ntopics = [\"user.*\"]\nsubjectPrefix = \"{prefix}\"\ninstanceId = \"{name}\"\n",
+            dir.join("ixp.db").display()
+        ),
+    )
+    .expect("config");
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .env("IXP_SERVER__PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ixp-app starts");
+    let guard = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(get(port, "/health/ready"), Ok((200, _))) {
+        assert!(Instant::now() < deadline, "{name} never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (guard, port)
+}
+
+fn greeted(port: u16) -> Vec<String> {
+    let (status, body) = get(port, "/hello/greeted").expect("GET /hello/greeted");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("a JSON list")
+}
+
+#[test]
+fn an_event_published_on_one_process_is_handled_on_the_other() {
+    let prefix = format!("ixp-app-test-{}-{}", std::process::id(), free_port());
+    let (mut a, port_a) = start("app-a", &prefix);
+    let (mut b, port_b) = start("app-b", &prefix);
+
+    assert_eq!(
+        request(port_a, "POST", "/hello/alice").expect("POST").0,
+        202
+    );
+    assert_eq!(request(port_b, "POST", "/hello/bob").expect("POST").0, 202);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (on_a, on_b) = (greeted(port_a), greeted(port_b));
+        if on_a.len() >= 2 && on_b.len() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A saw {on_a:?}, B saw {on_b:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // room for an echo to show up
+    for port in [port_a, port_b] {
+        let mut names = greeted(port);
+        names.sort();
+        assert_eq!(names, ["alice", "bob"], "each greeting once on port {port}");
+    }
+
+    for guard in [&mut a, &mut b] {
+        let _ = Command::new("kill")
+            .args(["-TERM", &guard.0.id().to_string()])
+            .status();
+        let exit = guard.0.wait().expect("exits");
+        assert!(exit.success(), "{exit}");
+    }
+}
