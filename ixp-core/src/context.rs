@@ -38,8 +38,15 @@ macro_rules! log_method {
         $(
             #[doc = concat!("Logs at `", stringify!($level), "` level with the plugin name.")]
             pub fn $name(&self, message: impl fmt::Display) {
-                let span = self.span();
-                tracing::$level!(parent: &span, plugin = %self.plugin, "{message}");
+                // Inside a hook the plugin's span is current already; elsewhere (a route
+                // handler, a task) the record gets a span of its own.
+                let current = tracing::Span::current();
+                if current.metadata().is_some_and(|m| m.name() == "plugin") {
+                    tracing::$level!(plugin = %self.plugin, "{message}");
+                } else {
+                    let span = self.span();
+                    tracing::$level!(parent: &span, plugin = %self.plugin, "{message}");
+                }
             }
         )*
     };

@@ -137,7 +137,10 @@ struct ProfilePlugin;
 
 impl Plugin for ProfilePlugin {
     type Config = NoConfig;
-    async fn initialize(_: NoConfig, ctx: &PluginContext) -> Result<Self, BoxError> {
+    async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
+        Ok(Self)
+    }
+    async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
         ctx.http().route(
             "/me",
             get(|AuthUser(claims): AuthUser| async move { format!("hello {}", claims.sub) }),
@@ -145,7 +148,7 @@ impl Plugin for ProfilePlugin {
         ctx.http()
             .route("/api/data", get(|| async { "protected data" }))?;
         ctx.http().route("/open", get(|| async { "open" }))?;
-        Ok(Self)
+        Ok(())
     }
 }
 
@@ -472,4 +475,56 @@ fn errors_never_carry_the_token() {
         }
     );
     assert!(!debug.contains(SECRET), "{debug}");
+}
+
+#[tokio::test]
+async fn a_configured_issuer_and_audience_must_be_present() {
+    let running = serve(hs_config()).await;
+    let mut no_iss = claims(json!({}));
+    no_iss.as_object_mut().expect("object").remove("iss");
+    running
+        .refused(Some(&hs256(&no_iss, SECRET.as_bytes())), "invalid_token")
+        .await;
+    let mut no_aud = claims(json!({}));
+    no_aud.as_object_mut().expect("object").remove("aud");
+    running
+        .refused(Some(&hs256(&no_aud, SECRET.as_bytes())), "invalid_token")
+        .await;
+    running.server.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn protection_survives_a_restart_and_matches_whole_segments() {
+    let running = serve(hs_config()).await;
+    running
+        .server
+        .host()
+        .restart("auth-plugin")
+        .await
+        .expect("restart");
+    running.refused(None, "missing_token").await;
+    let auth = running
+        .server
+        .host()
+        .services()
+        .get::<Auth>("auth")
+        .expect("the service is back after the restart");
+    let token = auth.issue("user-3", Default::default()).expect("issue");
+    assert_eq!(
+        running.get("/api/data", Some(&token)).await.1,
+        Value::String("protected data".into())
+    );
+    running.server.stop().await.expect("stop");
+
+    use ixp_plugins::auth::is_protected;
+    for (prefix, path, expected) in [
+        ("/api/", "/api", true),
+        ("/api/", "/api/data", true),
+        ("/api", "/api/data", true),
+        ("/api", "/apix", false),
+        ("/api/", "/api-docs", false),
+        ("/", "/anything", true),
+    ] {
+        assert_eq!(is_protected(prefix, path), expected, "{prefix} {path}");
+    }
 }

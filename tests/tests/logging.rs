@@ -10,7 +10,8 @@ use ixp_core::{
     check, ixp_plugin, BoxError, Catalog, Host, NoConfig, Plugin, PluginContext, Secret,
 };
 use ixp_plugins::logging::{
-    ByteSize, FileTransport, LogFormat, LogLevel, LoggingConfig, LoggingPlugin, Transport,
+    ByteSize, FileTransport, LogFormat, LogLevel, LogService, LoggingConfig, LoggingPlugin,
+    Transport,
 };
 
 fn problems(toml: &str) -> String {
@@ -91,6 +92,11 @@ impl Plugin for ChattyPlugin {
     type Config = NoConfig;
     async fn initialize(_: NoConfig, ctx: &PluginContext) -> Result<Self, BoxError> {
         ctx.logger().debug("chatty debug record");
+        // The `logger` service, used by a dependent plugin for a component of its own.
+        let service = ctx.services().get::<LogService>("logger")?;
+        service
+            .logger("chatty-worker")
+            .warn("a record from a component logger");
         Ok(Self)
     }
     async fn start(&mut self, _ctx: &PluginContext) -> Result<(), BoxError> {
@@ -170,6 +176,12 @@ async fn plugin_levels_json_records_and_masked_secrets_in_the_file() {
     );
     assert!(!has("quiet debug record"), "{messages:#?}");
     assert!(has("a record from the app"), "{messages:#?}");
+    let component = records
+        .iter()
+        .find(|r| r["message"] == "a record from a component logger")
+        .expect("the component logger's record");
+    assert_eq!(component["plugin"], "chatty-worker");
+    assert_eq!(component["level"], "WARN");
     assert!(has("connecting with password"), "{messages:#?}");
     assert!(
         !text.contains("hunter2-do-not-log"),

@@ -192,7 +192,17 @@ async fn a_full_buffer_drops_and_counts_and_health_says_so_then_recovers() {
         "{details}"
     );
 
+    // The server is back: the buffered records go out and the plugin is healthy again.
     proxy.faults().fail_all.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health = host.health().await.plugins["logging-plugin"].clone();
+        if health.details["elasticsearch[0]"]["lastError"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still failing: {health:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     host.stop().await.expect("stop");
     let (_, seqs) = stored_seqs(&index).await;
     let es_dropped = dropped; // the host's own records may be among the dropped ones

@@ -48,6 +48,11 @@ bufferSize = 0
 jetstream = { stream = "A.B", maxAge = "forever" }
 "#,
     );
+    let js_report = problems("[plugins.events-nats-plugin]\njetstream = { enabled = true }\n");
+    assert!(
+        js_report.contains("plugins.events-nats-plugin.instanceId: is required with JetStream"),
+        "{js_report}"
+    );
     for expected in [
         "plugins.events-nats-plugin.url: `http://127.0.0.1:4222`: the scheme must be nats://",
         "plugins.events-nats-plugin.topics[0]:",
@@ -58,6 +63,7 @@ jetstream = { stream = "A.B", maxAge = "forever" }
         "plugins.events-nats-plugin.bufferSize: must be at least 1",
         "plugins.events-nats-plugin.jetstream.stream: `A.B` is not a stream name",
         "plugins.events-nats-plugin.jetstream.maxAge: `forever` is not a duration",
+        "plugins.events-nats-plugin.instanceId: may hold letters",
     ] {
         assert!(
             report.contains(expected),
@@ -262,4 +268,26 @@ async fn with_jetstream_a_nats_restart_mid_stream_loses_nothing() {
     server.kill().ok();
     server.wait().ok();
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_nats_is_refused_without_blocking_the_next() {
+    let prefix = ixp_tests::unique_name("ixp_big").replace('_', "-");
+    let (a, _) = instance(config(&machine_nats(), &prefix, "big-a")).await;
+    let (b, seen_b) = instance(config(&machine_nats(), &prefix, "big-b")).await;
+    let huge = "x".repeat(2 << 20); // more than the default max_payload of 1 MiB
+    a.events().emit("user.huge", json!({ "blob": huge })).await;
+    a.events().emit("user.small", json!({ "ok": true })).await;
+    wait_until("the small event", Duration::from_secs(10), || {
+        !seen_b.lock().expect("lock").is_empty()
+    })
+    .await;
+    assert_eq!(seen_b.lock().expect("lock")[0].0, "user.small");
+    let stats = a
+        .services()
+        .get::<BridgeStats>("events-bridge")
+        .expect("service");
+    assert_eq!((stats.rejected(), stats.published()), (1, 1));
+    a.stop().await.expect("stop");
+    b.stop().await.expect("stop");
 }

@@ -142,7 +142,9 @@ pub(crate) fn mount_oauth_routes(
                     match oauth.login_url(&provider) {
                         Ok((url, state)) => {
                             let cookie = format!(
-                                "{STATE_COOKIE}={state}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600"
+                                "{STATE_COOKIE}={state}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+                                oauth.login_timeout.as_secs(),
+                                secure_attribute(&provider)
                             );
                             (
                                 StatusCode::FOUND,
@@ -181,8 +183,10 @@ pub(crate) fn mount_oauth_routes(
                                 json!({ "provider": user.provider, "subject": user.subject }),
                             )
                             .await;
-                        let clear_state =
-                            format!("{STATE_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+                        let clear_state = format!(
+                            "{STATE_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+                            secure_attribute(&provider)
+                        );
                         let subject = format!("{}:{}", user.provider, user.subject);
                         let mut extra = serde_json::Map::new();
                         extra.insert("provider".into(), user.provider.clone().into());
@@ -201,9 +205,10 @@ pub(crate) fn mount_oauth_routes(
                             Err(_) => match oauth.open_session(user.clone()) {
                                 Ok(id) => {
                                     let session = format!(
-                                        "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+                                        "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
                                         super::SESSION_COOKIE,
-                                        oauth.session_ttl.as_secs()
+                                        oauth.session_ttl.as_secs(),
+                                        secure_attribute(&provider)
                                     );
                                     let mut response =
                                         Json(json!({ "user": user })).into_response();
@@ -223,6 +228,14 @@ pub(crate) fn mount_oauth_routes(
                 },
             ),
         )?;
+    }
+    /// `; Secure` when the app is served over https (its redirect URI says so).
+    fn secure_attribute(provider: &super::oauth2::Provider) -> &'static str {
+        if provider.redirect_uri().starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        }
     }
     fn sign_in_failed(error: &OAuthError) -> Response {
         let code = match error {

@@ -266,7 +266,15 @@ impl Jwt {
         validation.algorithms = vec![to_algorithm(algorithm)];
         validation.leeway = self.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not only match when present.
+        let mut required = vec!["exp", "sub"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &self.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,

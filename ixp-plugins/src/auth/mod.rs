@@ -149,6 +149,54 @@ fn session_claims(user: &User, expires: std::time::Instant) -> Claims {
 )]
 pub struct AuthPlugin {
     auth: Arc<Auth>,
+    protected: Arc<[String]>,
+    mounted: bool,
+}
+
+/// Whether `path` is under the protected `prefix`, segment-wise: `/api` and `/api/`
+/// both cover `/api` and `/api/x`, not `/apix`.
+pub fn is_protected(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Registers the `auth` service, the middleware that puts it in requests and guards
+/// `protectedPaths`, and the oauth2 routes.
+fn mount(ctx: &PluginContext, auth: &Arc<Auth>, protected: &Arc<[String]>) -> Result<(), BoxError> {
+    ctx.services().register_arc("auth", auth.clone())?;
+    let protected = protected.clone();
+    let for_requests = auth.clone();
+    ctx.http()
+        .middleware(move |mut request: Request, next: Next| {
+            let auth = for_requests.clone();
+            let protected = protected.clone();
+            async move {
+                request.extensions_mut().insert(auth.clone());
+                let path = request.uri().path();
+                if protected.iter().any(|prefix| is_protected(prefix, path)) {
+                    match extract::authenticate(&auth, request.headers()) {
+                        Ok(claims) => {
+                            request.extensions_mut().insert(AuthUser(claims));
+                        }
+                        Err(error) => {
+                            return ixp_core::axum::response::IntoResponse::into_response(
+                                AuthRejection(error),
+                            )
+                        }
+                    }
+                }
+                next.run(request).await
+            }
+        });
+    #[cfg(feature = "auth-oauth2")]
+    if auth.oauth.is_some() {
+        extract::mount_oauth_routes(ctx, auth)?;
+    }
+    Ok(())
 }
 
 impl Plugin for AuthPlugin {
@@ -182,38 +230,8 @@ impl Plugin for AuthPlugin {
             #[cfg(feature = "auth-oauth2")]
             oauth,
         });
-        ctx.services().register_arc("auth", auth.clone())?;
         let protected: Arc<[String]> = config.protected_paths.clone().into();
-        let for_requests = auth.clone();
-        ctx.http()
-            .middleware(move |mut request: Request, next: Next| {
-                let auth = for_requests.clone();
-                let protected = protected.clone();
-                async move {
-                    request.extensions_mut().insert(auth.clone());
-                    let path = request.uri().path();
-                    if protected
-                        .iter()
-                        .any(|prefix| path.starts_with(prefix.as_str()))
-                    {
-                        match extract::authenticate(&auth, request.headers()) {
-                            Ok(claims) => {
-                                request.extensions_mut().insert(AuthUser(claims));
-                            }
-                            Err(error) => {
-                                return ixp_core::axum::response::IntoResponse::into_response(
-                                    AuthRejection(error),
-                                )
-                            }
-                        }
-                    }
-                    next.run(request).await
-                }
-            });
-        #[cfg(feature = "auth-oauth2")]
-        if auth.oauth.is_some() {
-            extract::mount_oauth_routes(ctx, &auth)?;
-        }
+        mount(ctx, &auth, &protected)?;
         ctx.logger().info(format_args!(
             "{} ready",
             match config.kind {
@@ -221,7 +239,26 @@ impl Plugin for AuthPlugin {
                 AuthType::Oauth2 => "oauth2",
             }
         ));
-        Ok(Self { auth })
+        Ok(Self {
+            auth,
+            protected,
+            mounted: true,
+        })
+    }
+
+    async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        // After a restart the host has removed what the plugin registered: put it back.
+        if !self.mounted {
+            mount(ctx, &self.auth, &self.protected)?;
+            self.mounted = true;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, _ctx: &PluginContext) -> Result<(), BoxError> {
+        // The host removes the service, middleware and routes after this returns.
+        self.mounted = false;
+        Ok(())
     }
 
     async fn health(&self, _ctx: &PluginContext) -> PluginHealth {

@@ -17,6 +17,12 @@ use super::config::{callback_path, AuthConfig, ProviderConfig};
 
 /// The cookie that binds a sign-in's `state` to the browser that started it.
 pub const STATE_COOKIE: &str = "ixp_oauth_state";
+/// The most sign-ins in progress at once; beyond, new ones are refused until some
+/// finish or expire (bounds memory under a flood of login requests).
+const MAX_PENDING: usize = 10_000;
+/// The most live sessions.
+const MAX_SESSIONS: usize = 100_000;
+
 /// The cookie that carries a server-side session id.
 pub const SESSION_COOKIE: &str = "ixp_session";
 
@@ -96,6 +102,13 @@ enum Endpoints {
     Github,
 }
 
+impl Provider {
+    /// The configured redirect URI.
+    pub(crate) fn redirect_uri(&self) -> &str {
+        &self.config.redirect_uri
+    }
+}
+
 /// One configured provider, with its discovered endpoints.
 #[derive(Debug)]
 pub(crate) struct Provider {
@@ -118,7 +131,7 @@ pub(crate) struct OAuth {
     pub(crate) providers: Vec<Arc<Provider>>,
     pending: Mutex<HashMap<String, Pending>>,
     sessions: Mutex<HashMap<String, (User, Instant)>>,
-    login_timeout: Duration,
+    pub(crate) login_timeout: Duration,
     pub(crate) session_ttl: Duration,
     client: reqwest::Client,
 }
@@ -263,7 +276,15 @@ impl OAuth {
         .map_err(|e| provider_error(&provider.name, format!("authorization endpoint: {e}")))?;
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.expires > now);
+        if pending.len() >= MAX_PENDING {
+            pending.retain(|_, p| p.expires > now);
+            if pending.len() >= MAX_PENDING {
+                return Err(provider_error(
+                    &provider.name,
+                    format!("{MAX_PENDING} sign-ins are in progress; try again later"),
+                ));
+            }
+        }
         pending.insert(
             state.clone(),
             Pending {
@@ -444,10 +465,15 @@ impl OAuth {
             return Err(fail("the nonce does not match this sign-in".into()));
         }
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let subject = text("sub")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| fail("the ID token has no subject".into()))?;
+        // An address the provider has not verified must not identify anyone.
+        let verified = claims.get("email_verified") == Some(&Value::Bool(true));
         Ok(User {
             provider: provider.name.clone(),
-            subject: text("sub").unwrap_or_default(),
-            email: text("email"),
+            subject,
+            email: text("email").filter(|_| verified),
             name: text("name"),
         })
     }
@@ -465,7 +491,7 @@ impl OAuth {
             .get("access_token")
             .and_then(Value::as_str)
             .ok_or_else(|| fail("no access_token".into()))?;
-        let user: Value = self
+        let response = self
             .client
             .get("https://api.github.com/user")
             .bearer_auth(access)
@@ -473,14 +499,20 @@ impl OAuth {
             .header("accept", "application/vnd.github+json")
             .send()
             .await
-            .map_err(|e| fail(e.to_string()))?
-            .json()
-            .await
             .map_err(|e| fail(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("the user API answered {}", response.status())));
+        }
+        let user: Value = response.json().await.map_err(|e| fail(e.to_string()))?;
+        let subject = user
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| fail("the user API gave no numeric id".into()))?;
         Ok(User {
             provider: provider.name.clone(),
-            subject: user.get("id").map(|v| v.to_string()).unwrap_or_default(),
-            email: user.get("email").and_then(Value::as_str).map(str::to_owned),
+            subject: subject.to_string(),
+            // GitHub's profile e-mail is user-editable and unverified: not an identity.
+            email: None,
             name: user
                 .get("name")
                 .or_else(|| user.get("login"))
@@ -494,7 +526,15 @@ impl OAuth {
         let id = random_token()?;
         let now = Instant::now();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, (_, expires)| *expires > now);
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, (_, expires)| *expires > now);
+            if sessions.len() >= MAX_SESSIONS {
+                return Err(provider_error(
+                    &user.provider,
+                    format!("{MAX_SESSIONS} sessions are open; try again later"),
+                ));
+            }
+        }
         sessions.insert(id.clone(), (user, now + self.session_ttl));
         Ok(id)
     }

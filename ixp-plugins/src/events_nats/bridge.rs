@@ -29,6 +29,7 @@ pub struct BridgeStats {
     dropped: AtomicU64,
     unserializable: AtomicU64,
     lost: AtomicU64,
+    rejected: AtomicU64,
     failures: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
@@ -53,6 +54,11 @@ impl BridgeStats {
     /// Events still buffered when the stop deadline passed.
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
+    }
+    /// Events NATS can never take (larger than its max_payload, a refused subject):
+    /// dropped, counted and logged instead of blocking the events behind them.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
     /// Failed publish attempts (each retried).
     pub fn failures(&self) -> u64 {
@@ -95,12 +101,29 @@ struct Shared {
 pub(crate) struct Bridge {
     client: async_nats::Client,
     instance_id: String,
-    queue: mpsc::Sender<Outgoing>,
+    queue: Option<mpsc::Sender<Outgoing>>,
     subscription: Option<Subscription>,
     publisher: JoinHandle<()>,
     receiver: JoinHandle<()>,
     shared: Arc<Shared>,
     flush_timeout: Duration,
+}
+
+/// `nats://user:pass@host:4222` -> `nats://host:4222`, for logs, errors and health.
+pub(crate) fn display_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            match (one.find("://"), one.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}{}", &one[..scheme + 3], &one[at + 1..])
+                }
+                (None, Some(at)) => one[at + 1..].to_owned(),
+                _ => one.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn error_text(error: &dyn std::error::Error) -> String {
@@ -121,9 +144,19 @@ impl Bridge {
         ctx: &PluginContext,
         stats: Arc<BridgeStats>,
     ) -> Result<Self, String> {
+        // With JetStream the instance must keep its name across restarts (its durable
+        // consumer and the origin of its unacknowledged events); the config check
+        // requires `instanceId` or `jetstream.durable` there.
         let instance_id = config
             .instance_id
             .clone()
+            .or_else(|| {
+                config
+                    .jetstream
+                    .enabled
+                    .then(|| config.jetstream.durable.clone())
+                    .flatten()
+            })
             .unwrap_or_else(|| format!("ixp-{}-{}", std::process::id(), nuid::next()));
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("ixp {instance_id}"))
@@ -147,7 +180,7 @@ impl Bridge {
         let client = options.connect(servers).await.map_err(|e| {
             format!(
                 "cannot connect to NATS at {}: {}",
-                config.url,
+                display_url(&config.url),
                 error_text(&e)
             )
         })?;
@@ -161,94 +194,106 @@ impl Bridge {
         });
         let (queue, outgoing) = mpsc::channel::<Outgoing>(config.buffer_size.max(1));
 
-        let (publisher, receiver) =
-            if config.jetstream.enabled {
-                let js = {
-                    let mut js = jetstream::new(client.clone());
-                    js.set_timeout(Duration::from_millis(config.jetstream.ack_timeout_ms));
-                    js
-                };
-                let parse = |text: &str| humantime::parse_duration(text).map_err(|e| e.to_string());
-                let stream = js
-                    .get_or_create_stream(jetstream::stream::Config {
-                        name: config.jetstream.stream.clone(),
-                        subjects: vec![format!("{prefix}.>")],
-                        storage: jetstream::stream::StorageType::File,
-                        max_age: parse(&config.jetstream.max_age)?,
-                        duplicate_window: parse(&config.jetstream.duplicate_window)?,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "JetStream stream `{}` on {}: {}",
-                            config.jetstream.stream,
-                            config.url,
-                            error_text(&e)
-                        )
-                    })?;
-                let durable = config
-                    .jetstream
-                    .durable
-                    .clone()
-                    .unwrap_or_else(|| format!("ixp-{instance_id}"));
-                let consumer_config = jetstream::consumer::pull::Config {
-                    durable_name: Some(durable.clone()),
-                    deliver_policy: jetstream::consumer::DeliverPolicy::New,
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
-                };
-                stream
-                    .get_or_create_consumer(&durable, consumer_config)
-                    .await
-                    .map_err(|e| format!("JetStream consumer `{durable}`: {}", error_text(&e)))?;
-                let publisher = tokio::spawn(publish_loop(
-                    Publisher::JetStream(js.clone()),
-                    outgoing,
-                    stats.clone(),
-                    shared.clone(),
-                ));
-                let receiver = tokio::spawn(consume_jetstream(
-                    stream,
-                    durable,
-                    Inbound::new(
-                        &instance_id,
-                        patterns.clone(),
-                        ctx.events().clone(),
-                        stats.clone(),
-                    ),
-                ));
-                (publisher, receiver)
-            } else {
-                let subscriber = client.subscribe(format!("{prefix}.>")).await.map_err(|e| {
-                    format!("cannot subscribe on {}: {}", config.url, error_text(&e))
+        let (publisher, receiver) = if config.jetstream.enabled {
+            let js = {
+                let mut js = jetstream::new(client.clone());
+                js.set_timeout(Duration::from_millis(config.jetstream.ack_timeout_ms));
+                js
+            };
+            let parse = |text: &str| humantime::parse_duration(text).map_err(|e| e.to_string());
+            let stream_config = jetstream::stream::Config {
+                name: config.jetstream.stream.clone(),
+                subjects: vec![format!("{prefix}.>")],
+                storage: jetstream::stream::StorageType::File,
+                max_age: parse(&config.jetstream.max_age)?,
+                duplicate_window: parse(&config.jetstream.duplicate_window)?,
+                ..Default::default()
+            };
+            let stream = js
+                .get_or_create_stream(stream_config.clone())
+                .await
+                .map_err(|e| {
+                    format!(
+                        "JetStream stream `{}` on {}: {}",
+                        config.jetstream.stream,
+                        display_url(&config.url),
+                        error_text(&e)
+                    )
                 })?;
-                // A round trip, so the server has the subscription before start returns.
-                client.flush().await.map_err(|e| {
-                    format!("cannot subscribe on {}: {}", config.url, error_text(&e))
-                })?;
-                let publisher = tokio::spawn(publish_loop(
-                    Publisher::Core(client.clone()),
-                    outgoing,
-                    stats.clone(),
-                    shared.clone(),
-                ));
-                let inbound = Inbound::new(
+            let durable = config
+                .jetstream
+                .durable
+                .clone()
+                .unwrap_or_else(|| format!("ixp-{instance_id}"));
+            let consumer_config = jetstream::consumer::pull::Config {
+                durable_name: Some(durable.clone()),
+                deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            };
+            stream
+                .get_or_create_consumer(&durable, consumer_config.clone())
+                .await
+                .map_err(|e| format!("JetStream consumer `{durable}`: {}", error_text(&e)))?;
+            let publisher = tokio::spawn(publish_loop(
+                Publisher::JetStream {
+                    client: client.clone(),
+                    js: js.clone(),
+                    stream: Box::new(stream_config),
+                },
+                outgoing,
+                stats.clone(),
+                shared.clone(),
+            ));
+            let receiver = tokio::spawn(consume_jetstream(
+                stream,
+                consumer_config,
+                Inbound::new(
                     &instance_id,
                     patterns.clone(),
                     ctx.events().clone(),
                     stats.clone(),
-                );
-                let receiver = tokio::spawn(async move {
-                    let mut subscriber = subscriber;
-                    let mut inbound = inbound;
-                    while let Some(message) = subscriber.next().await {
-                        inbound.handle(&message.payload).await;
-                    }
-                });
-                (publisher, receiver)
-            };
+                ),
+            ));
+            (publisher, receiver)
+        } else {
+            let subscriber = client.subscribe(format!("{prefix}.>")).await.map_err(|e| {
+                format!(
+                    "cannot subscribe on {}: {}",
+                    display_url(&config.url),
+                    error_text(&e)
+                )
+            })?;
+            // A round trip, so the server has the subscription before start returns.
+            client.flush().await.map_err(|e| {
+                format!(
+                    "cannot subscribe on {}: {}",
+                    display_url(&config.url),
+                    error_text(&e)
+                )
+            })?;
+            let publisher = tokio::spawn(publish_loop(
+                Publisher::Core(client.clone()),
+                outgoing,
+                stats.clone(),
+                shared.clone(),
+            ));
+            let inbound = Inbound::new(
+                &instance_id,
+                patterns.clone(),
+                ctx.events().clone(),
+                stats.clone(),
+            );
+            let receiver = tokio::spawn(async move {
+                let mut subscriber = subscriber;
+                let mut inbound = inbound;
+                while let Some(message) = subscriber.next().await {
+                    inbound.handle(&message.payload).await;
+                }
+            });
+            (publisher, receiver)
+        };
 
         // One bus subscription to every topic, matched here against the patterns, so an
         // event that matches two patterns is still published once.
@@ -272,7 +317,7 @@ impl Bridge {
         Ok(Self {
             client,
             instance_id,
-            queue,
+            queue: Some(queue),
             subscription: Some(subscription),
             publisher,
             receiver,
@@ -291,7 +336,9 @@ impl Bridge {
 
     /// Events waiting to be published.
     pub(crate) fn pending(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
+        self.queue
+            .as_ref()
+            .map_or(0, |q| q.max_capacity() - q.capacity())
     }
 
     /// Stops taking events, publishes what is buffered (until the flush timeout), stops
@@ -308,7 +355,7 @@ impl Bridge {
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.flush_timeout);
         self.shared.wake.notify_one();
         let pending_before = self.pending();
-        drop(self.queue);
+        drop(self.queue.take());
         let grace = self.flush_timeout + Duration::from_secs(2);
         let mut lost = 0;
         if tokio::time::timeout(grace, &mut self.publisher)
@@ -321,6 +368,15 @@ impl Bridge {
         self.receiver.abort();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
         lost
+    }
+}
+
+impl Drop for Bridge {
+    /// A bridge dropped without [`shutdown`](Bridge::shutdown) (its plugin failed to
+    /// start, say) leaves nothing running.
+    fn drop(&mut self) {
+        self.publisher.abort();
+        self.receiver.abort();
     }
 }
 
@@ -369,26 +425,71 @@ fn outgoing_for(
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per bridge, never moved around
 enum Publisher {
     Core(async_nats::Client),
-    JetStream(jetstream::Context),
+    JetStream {
+        client: async_nats::Client,
+        js: jetstream::Context,
+        stream: Box<jetstream::stream::Config>,
+    },
+}
+
+/// Why one publish failed.
+enum Failure {
+    /// Worth retrying (NATS away, no acknowledgement in time).
+    Transient(String),
+    /// Never going to work (too large, a subject NATS refuses): dropped and counted.
+    Permanent(String),
 }
 
 impl Publisher {
-    async fn publish(&self, message: &Outgoing) -> Result<(), String> {
+    fn client(&self) -> &async_nats::Client {
+        match self {
+            Publisher::Core(client) | Publisher::JetStream { client, .. } => client,
+        }
+    }
+
+    async fn publish(&self, message: &Outgoing) -> Result<(), Failure> {
+        let max = self.client().server_info().max_payload;
+        if max > 0 && message.body.len() > max {
+            return Err(Failure::Permanent(format!(
+                "{} bytes is more than the server's max_payload of {max}",
+                message.body.len()
+            )));
+        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", message.id.as_str());
         match self {
             Publisher::Core(client) => client
                 .publish_with_headers(message.subject.clone(), headers, message.body.clone())
                 .await
-                .map_err(|e| error_text(&e)),
-            Publisher::JetStream(js) => {
-                let ack = js
+                .map_err(|e| match e.kind() {
+                    async_nats::client::PublishErrorKind::MaxPayloadExceeded
+                    | async_nats::client::PublishErrorKind::BadSubject => {
+                        Failure::Permanent(error_text(&e))
+                    }
+                    _ => Failure::Transient(error_text(&e)),
+                }),
+            Publisher::JetStream { js, stream, .. } => {
+                let outcome = match js
                     .publish_with_headers(message.subject.clone(), headers, message.body.clone())
                     .await
-                    .map_err(|e| error_text(&e))?;
-                ack.await.map(drop).map_err(|e| error_text(&e))
+                {
+                    Ok(ack) => ack.await.map(drop),
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                            // The stream was deleted (or never covered the subject): make
+                            // it again, then retry.
+                            let _ = js.get_or_create_stream((**stream).clone()).await;
+                        }
+                        Err(Failure::Transient(error_text(&e)))
+                    }
+                }
             }
         }
     }
@@ -411,7 +512,16 @@ async fn publish_loop(
                     }
                     break;
                 }
-                Err(error) => {
+                Err(Failure::Permanent(error)) => {
+                    let n = stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        target: "ixp_plugins::events_nats",
+                        "event on `{}` not bridged: {error} ({n} refused so far)",
+                        message.subject
+                    );
+                    break;
+                }
+                Err(Failure::Transient(error)) => {
                     let failures = stats.failures.fetch_add(1, Ordering::Relaxed);
                     if failures % 20 == 0 {
                         tracing::warn!(
@@ -494,23 +604,38 @@ impl Inbound {
             }
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        self.bus.emit(&envelope.topic, envelope.payload).await;
+        // Every local handler has run when this returns, so JetStream acknowledges an
+        // event only after it was handled here.
+        let report = self
+            .bus
+            .emit_and_wait(&envelope.topic, envelope.payload)
+            .await;
+        if !report.failures.is_empty() {
+            tracing::debug!(
+                target: "ixp_plugins::events_nats",
+                "handlers of `{}` failed: {:?}",
+                envelope.topic,
+                report.failures
+            );
+        }
     }
 }
 
 async fn consume_jetstream(
     stream: jetstream::stream::Stream,
-    durable: String,
+    consumer_config: jetstream::consumer::pull::Config,
     mut inbound: Inbound,
 ) {
+    let durable = consumer_config.durable_name.clone().unwrap_or_default();
     let mut attempt: u32 = 0;
     loop {
+        // get_or_create: a consumer deleted by an operator (or lost) is made again.
         let messages = match stream
-            .get_consumer::<jetstream::consumer::pull::Config>(&durable)
+            .get_or_create_consumer(&durable, consumer_config.clone())
             .await
         {
             Ok(consumer) => consumer.messages().await.map_err(|e| error_text(&e)),
-            Err(e) => Err(error_text(&*e)),
+            Err(e) => Err(error_text(&e)),
         };
         match messages {
             Ok(mut messages) => {

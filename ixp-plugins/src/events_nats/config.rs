@@ -166,6 +166,12 @@ impl EventsNatsConfig {
             }
         }
         let js = &self.jetstream;
+        if js.enabled && self.instance_id.is_none() && js.durable.is_none() {
+            found.push(ConfigViolation::new(
+                "instanceId",
+                "is required with JetStream (or set jetstream.durable): a stable name lets a restarted instance resume where it stopped",
+            ));
+        }
         let name_ok = |n: &str| {
             !n.is_empty()
                 && n.chars()

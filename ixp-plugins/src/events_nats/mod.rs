@@ -6,8 +6,9 @@
 //!   sent meanwhile.
 //! * **JetStream** (`jetstream.enabled = true`): the events go into a stream (file
 //!   storage); each instance reads them through its own durable consumer and
-//!   acknowledges each after it was emitted locally, so delivery is at-least-once and an
-//!   instance that comes back gets what it missed. Every event carries an id, sent as
+//!   acknowledges each after its local handlers ran, so delivery is at-least-once and an
+//!   instance that comes back (under the same `instanceId` or `jetstream.durable`, which
+//!   JetStream mode requires) gets what it missed. Every event carries an id, sent as
 //!   `Nats-Msg-Id`: a publish retried after a lost acknowledgement is stored once, and
 //!   an event seen twice is emitted locally once (ids remembered: the last 10,000).
 //!
@@ -15,7 +16,9 @@
 //! and are published in order, retried with backoff until the server acknowledges them
 //! (JetStream) or takes them (core). **Policy when the buffer is full: the new event is
 //! dropped, counted (`dropped` in health, which turns degraded) and logged** (the 1st,
-//! 2nd, 4th, 8th ... drop). The emitter never waits. On stop, what is buffered is
+//! 2nd, 4th, 8th ... drop). An event NATS can never take (larger than the server's
+//! `max_payload`) is dropped, counted in `rejected` and logged, so it cannot hold up
+//! the events behind it. The emitter never waits. On stop, what is buffered is
 //! published until `flushTimeoutMs`; what is left then is counted as `lost` and logged.
 //!
 //! ```toml
@@ -78,7 +81,7 @@ impl Plugin for EventsNatsPlugin {
         ctx.logger().info(format_args!(
             "bridging {:?} over {} as instance {} ({})",
             config.topics,
-            config.url,
+            bridge::display_url(&config.url),
             bridge.instance_id(),
             if config.jetstream.enabled {
                 "JetStream"
@@ -123,12 +126,16 @@ impl Plugin for EventsNatsPlugin {
             .with_detail("published", stats.published())
             .with_detail("received", stats.received())
             .with_detail("dropped", stats.dropped())
+            .with_detail("rejected", stats.rejected())
             .with_detail("pending", bridge.pending())
             .with_detail("lastError", stats.last_error());
         if !bridge.is_connected() {
             return health
                 .with_status(HealthStatus::Unhealthy)
-                .with_message(format!("NATS at {} is not connected", self.config.url));
+                .with_message(format!(
+                    "NATS at {} is not connected",
+                    bridge::display_url(&self.config.url)
+                ));
         }
         if let Some(error) = stats.last_error() {
             return health
@@ -143,6 +150,9 @@ impl Plugin for EventsNatsPlugin {
                     stats.dropped()
                 ));
         }
-        health.with_message(format!("connected to {}", self.config.url))
+        health.with_message(format!(
+            "connected to {}",
+            bridge::display_url(&self.config.url)
+        ))
     }
 }

@@ -2,7 +2,8 @@
 //! buffer, and are sent in `_bulk` requests by one background task.
 //!
 //! * The caller never waits: a record is queued with `try_send`; when the buffer is
-//!   full the record is dropped and counted (`dropped` in the plugin's health).
+//!   full the record is dropped, counted (`dropped` in the plugin's health, which is
+//!   degraded for a minute after a drop) and logged (to the other transports).
 //! * Every document carries an `_id` fixed when the record is made, so a batch sent
 //!   again after a failure (a refused connection, an HTTP error, a lost response, a
 //!   per-item 429/5xx) updates the same documents instead of adding copies: each record
@@ -54,6 +55,8 @@ pub struct TransportStats {
     pub lost: AtomicU64,
     /// `_bulk` requests that failed (and were retried).
     pub failed_requests: AtomicU64,
+    /// When a record was last dropped (ms since the Unix epoch; 0 = never).
+    pub last_drop_ms: AtomicU64,
     last_error: Mutex<Option<String>>,
     stop_deadline: Mutex<Option<Instant>>,
 }
@@ -69,6 +72,15 @@ impl TransportStats {
 
     fn set_last_error(&self, error: Option<String>) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// Whether a record was dropped within `window`.
+    pub fn dropped_within(&self, window: Duration) -> bool {
+        let last = self.last_drop_ms.load(Ordering::Relaxed);
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        last != 0 && now_ms.saturating_sub(last) < window.as_millis() as u64
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -218,6 +230,10 @@ where
         };
         if self.queue.try_send(document).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            let now_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.stats.last_drop_ms.store(now_ms, Ordering::Relaxed);
         }
     }
 }
@@ -248,6 +264,7 @@ struct BulkOutcome {
 impl Sender {
     async fn run(self, mut queue: mpsc::Receiver<Document>) {
         let mut batch: Vec<Document> = Vec::with_capacity(self.batch_size);
+        let mut reported_drops = 0;
         loop {
             match queue.recv().await {
                 Some(document) => batch.push(document),
@@ -261,6 +278,14 @@ impl Sender {
                 }
             }
             self.deliver(&mut batch).await;
+            let dropped = self.stats.dropped.load(Ordering::Relaxed);
+            if dropped > reported_drops {
+                tracing::warn!(
+                    "elasticsearch transport: {} record(s) dropped because the buffer was full ({dropped} in all)",
+                    dropped - reported_drops
+                );
+                reported_drops = dropped;
+            }
         }
     }
 

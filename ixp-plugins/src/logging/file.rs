@@ -15,6 +15,7 @@ pub struct RotatingFile {
     max_files: u32,
     file: File,
     size: u64,
+    rotation_failed: bool,
 }
 
 impl RotatingFile {
@@ -34,6 +35,7 @@ impl RotatingFile {
             max_files: max_files.max(1),
             file,
             size,
+            rotation_failed: false,
         })
     }
 
@@ -83,7 +85,21 @@ fn open_append(path: &Path) -> io::Result<File> {
 impl Write for RotatingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
-            self.rotate()?;
+            if let Err(e) = self.rotate() {
+                // Keep the record: append to the current file, and say why once.
+                if !self.rotation_failed {
+                    eprintln!(
+                        "log rotation of `{}` failed: {e}; appending",
+                        self.path.display()
+                    );
+                    self.rotation_failed = true;
+                }
+                if let Ok(file) = open_append(&self.path) {
+                    self.file = file;
+                }
+            } else {
+                self.rotation_failed = false;
+            }
         }
         self.file.write_all(buf)?;
         self.size += buf.len() as u64;

@@ -179,7 +179,7 @@ impl LoggingPlugin {
                 health = health
                     .with_status(ixp_core::HealthStatus::Degraded)
                     .with_message(format!("elasticsearch transport failing: {error}"));
-            } else if dropped > 0 {
+            } else if stats.dropped_within(std::time::Duration::from_secs(60)) {
                 health = health
                     .with_status(ixp_core::HealthStatus::Degraded)
                     .with_message(format!(
@@ -198,7 +198,9 @@ impl LoggingPlugin {
             .map(|t| match t {
                 Transport::Console(_) => "console".to_owned(),
                 Transport::File(f) => format!("file {}", f.filename.display()),
-                Transport::Elasticsearch(es) => format!("elasticsearch {}/{}", es.host, es.index),
+                Transport::Elasticsearch(es) => {
+                    format!("elasticsearch {}/{}", without_userinfo(&es.host), es.index)
+                }
             })
             .collect();
         if names.is_empty() {
@@ -282,6 +284,26 @@ impl LoggingPlugin {
         // Dropping a guard writes out what the file worker still holds.
         let guards = installed.file_guards;
         let _ = tokio::task::spawn_blocking(move || drop(guards)).await;
+    }
+}
+
+/// `https://user:pass@host:9200` -> `https://host:9200`, for logs and health.
+fn without_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Drop for LoggingPlugin {
+    /// A plugin dropped without `stop` (a later plugin failed to start, say) still puts
+    /// the console back, so the process is not left logging into closed transports.
+    fn drop(&mut self) {
+        if self.installed.take().is_some() {
+            let _ = telemetry::install(telemetry::console_layer(), telemetry::default_filter());
+        }
     }
 }
 
