@@ -268,3 +268,17 @@ pub async fn global_log_lock() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// Runs the start-up check of a catalog holding only `P` on a TOML config (no
+/// environment variables); returns the report, or "" if the config is fine.
+pub fn check_problems<P: ixp_core::Plugin>(toml: &str) -> String {
+    let config = ixp_core::config::ConfigLoader::new()
+        .text(ixp_core::config::Format::Toml, toml)
+        .env_vars(Vec::<(String, String)>::new())
+        .load()
+        .expect("the TOML loads");
+    match ixp_core::check(&ixp_core::Catalog::new().with::<P>(), &config) {
+        Ok(_) => String::new(),
+        Err(report) => report.to_string(),
+    }
+}

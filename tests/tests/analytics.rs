@@ -210,15 +210,7 @@ async fn analytics_health(server: &TestServer) -> PluginHealth {
 }
 
 fn problems(toml: &str) -> String {
-    let config = ConfigLoader::new()
-        .text(Format::Toml, toml)
-        .env_vars(Vec::<(String, String)>::new())
-        .load()
-        .expect("loads");
-    match check(&Catalog::new().with::<AnalyticsPlugin>(), &config) {
-        Ok(_) => String::new(),
-        Err(report) => report.to_string(),
-    }
+    ixp_tests::check_problems::<AnalyticsPlugin>(toml)
 }
 
 async fn get_path(port: u16, path: &str) -> u16 {

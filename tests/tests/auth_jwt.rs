@@ -9,10 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use ixp_core::axum::routing::get;
-use ixp_core::config::{ConfigLoader, Format};
-use ixp_core::{
-    check, ixp_plugin, BoxError, Catalog, IxpServer, NoConfig, Plugin, PluginContext, Secret,
-};
+use ixp_core::{ixp_plugin, BoxError, Catalog, IxpServer, NoConfig, Plugin, PluginContext, Secret};
 use ixp_plugins::auth::{Auth, AuthConfig, AuthError, AuthPlugin, AuthUser, JwtAlgorithm};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -20,15 +17,7 @@ use serde_json::{json, Value};
 const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 
 fn problems(toml: &str) -> String {
-    let config = ConfigLoader::new()
-        .text(Format::Toml, toml)
-        .env_vars(Vec::<(String, String)>::new())
-        .load()
-        .expect("loads");
-    match check(&Catalog::new().with::<AuthPlugin>(), &config) {
-        Ok(_) => String::new(),
-        Err(report) => report.to_string(),
-    }
+    ixp_tests::check_problems::<AuthPlugin>(toml)
 }
 
 #[test]

@@ -1,23 +1,14 @@
 //! database-plugin with SQLite: config checks, the file created if absent, the typed
 //! pool used by a dependent plugin, migrations, health with latency, and clean stop.
 
-use ixp_core::config::{ConfigLoader, Format};
 use ixp_core::{
-    check, ixp_plugin, BoxError, Catalog, HealthStatus, Host, NoConfig, Plugin, PluginContext,
+    ixp_plugin, BoxError, Catalog, HealthStatus, Host, NoConfig, Plugin, PluginContext,
 };
 use ixp_plugins::database::{Database, DatabaseConfig, DatabasePlugin, DatabaseType, PoolConfig};
 use ixp_plugins::sqlx;
 
 fn problems(toml: &str) -> String {
-    let config = ConfigLoader::new()
-        .text(Format::Toml, toml)
-        .env_vars(Vec::<(String, String)>::new())
-        .load()
-        .expect("loads");
-    match check(&Catalog::new().with::<DatabasePlugin>(), &config) {
-        Ok(_) => String::new(),
-        Err(report) => report.to_string(),
-    }
+    ixp_tests::check_problems::<DatabasePlugin>(toml)
 }
 
 #[test]

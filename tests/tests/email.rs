@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ixp_core::config::{ConfigLoader, Format};
-use ixp_core::{check, Catalog, EventBus, HealthStatus, Host, Secret};
+use ixp_core::{Catalog, EventBus, HealthStatus, Host, Secret};
 use ixp_plugins::email::{
     Email, EmailConfig, EmailError, EmailFailed, EmailMessage, EmailPlugin, SmtpConfig,
     TemplateError, Templates,
@@ -17,15 +16,7 @@ use ixp_plugins::email::{
 use serde_json::json;
 
 fn problems(toml: &str) -> String {
-    let config = ConfigLoader::new()
-        .text(Format::Toml, toml)
-        .env_vars(Vec::<(String, String)>::new())
-        .load()
-        .expect("loads");
-    match check(&Catalog::new().with::<EmailPlugin>(), &config) {
-        Ok(_) => String::new(),
-        Err(report) => report.to_string(),
-    }
+    ixp_tests::check_problems::<EmailPlugin>(toml)
 }
 
 fn write(dir: &Path, file: &str, text: &str) {

@@ -5,25 +5,14 @@
 
 use std::path::Path;
 
-use ixp_core::config::{ConfigLoader, Format};
-use ixp_core::{
-    check, ixp_plugin, BoxError, Catalog, Host, NoConfig, Plugin, PluginContext, Secret,
-};
+use ixp_core::{ixp_plugin, BoxError, Catalog, Host, NoConfig, Plugin, PluginContext, Secret};
 use ixp_plugins::logging::{
     ByteSize, FileTransport, LogFormat, LogLevel, LogService, LoggingConfig, LoggingPlugin,
     Transport,
 };
 
 fn problems(toml: &str) -> String {
-    let config = ConfigLoader::new()
-        .text(Format::Toml, toml)
-        .env_vars(Vec::<(String, String)>::new())
-        .load()
-        .expect("loads");
-    match check(&Catalog::new().with::<LoggingPlugin>(), &config) {
-        Ok(_) => String::new(),
-        Err(report) => report.to_string(),
-    }
+    ixp_tests::check_problems::<LoggingPlugin>(toml)
 }
 
 #[test]

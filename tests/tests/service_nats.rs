@@ -10,8 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ixp_core::config::{ConfigLoader, Format};
-use ixp_core::{check, Catalog, Event, HealthStatus, Host};
+use ixp_core::{Catalog, Event, HealthStatus, Host};
 use ixp_plugins::events_nats::{BridgeStats, EventsNatsConfig, EventsNatsPlugin, JetStreamConfig};
 use serde_json::{json, Value};
 
@@ -20,15 +19,7 @@ fn machine_nats() -> String {
 }
 
 fn problems(toml: &str) -> String {
-    let config = ConfigLoader::new()
-        .text(Format::Toml, toml)
-        .env_vars(Vec::<(String, String)>::new())
-        .load()
-        .expect("loads");
-    match check(&Catalog::new().with::<EventsNatsPlugin>(), &config) {
-        Ok(_) => String::new(),
-        Err(report) => report.to_string(),
-    }
+    ixp_tests::check_problems::<EventsNatsPlugin>(toml)
 }
 
 #[test]
