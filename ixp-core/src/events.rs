@@ -410,8 +410,27 @@ impl Routes {
         }
     }
 
-    fn matching<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Arc<Sub>> + 'a {
-        let exact = self.exact.get(topic).into_iter().flatten();
+    /// The exact subscriptions of `topic`, and the topic as an `Arc<str>`: the key of
+    /// its route when there is one (no allocation), else a new one. One lookup.
+    fn exact_route(&self, topic: &str) -> (Arc<str>, &[Arc<Sub>]) {
+        match self.exact.get_key_value(topic) {
+            Some((key, subs)) => (key.clone(), subs),
+            None => (topic.into(), &[]),
+        }
+    }
+
+    /// The exact subscriptions of `topic`.
+    fn exact_subs(&self, topic: &str) -> &[Arc<Sub>] {
+        self.exact.get(topic).map_or(&[], Vec::as_slice)
+    }
+
+    /// `exact` (the topic's exact subscriptions), then the matching wildcard ones.
+    fn matching<'a>(
+        &'a self,
+        exact: &'a [Arc<Sub>],
+        topic: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Sub>> + 'a {
+        let exact = exact.iter();
         let wild = self
             .wild
             .iter()
@@ -692,15 +711,23 @@ impl EventBus {
     /// Emits an event without waiting for handlers (see the module docs for ordering
     /// and back-pressure). Returns how many subscriptions it was queued for.
     pub async fn emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
-        self.emit_event(self.event(topic, payload)).await
+        let routes = self.inner.snapshot();
+        let (topic, exact) = routes.exact_route(topic);
+        let event = self.event(topic, payload);
+        self.queue_event(&routes, exact, event).await
     }
 
     /// Emits an already built event (its source is kept).
     pub async fn emit_event(&self, event: Event) -> usize {
         let routes = self.inner.snapshot();
+        let exact = routes.exact_subs(&event.topic);
+        self.queue_event(&routes, exact, event).await
+    }
+
+    async fn queue_event(&self, routes: &Routes, exact: &[Arc<Sub>], event: Event) -> usize {
         routes.tap(&event);
         let mut queued = 0;
-        for sub in routes.matching(&event.topic) {
+        for sub in routes.matching(exact, &event.topic) {
             if sub.options.once && sub.fired.swap(true, Ordering::AcqRel) {
                 continue;
             }
@@ -720,11 +747,12 @@ impl EventBus {
     /// Emits without ever waiting: a full queue is a counted, logged drop for that
     /// subscription. Needs a tokio runtime for the handlers to run.
     pub fn try_emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
-        let event = self.event(topic, payload);
         let routes = self.inner.snapshot();
+        let (topic, exact) = routes.exact_route(topic);
+        let event = self.event(topic, payload);
         routes.tap(&event);
         let mut queued = 0;
-        for sub in routes.matching(&event.topic) {
+        for sub in routes.matching(exact, &event.topic) {
             if sub.options.once && sub.fired.swap(true, Ordering::AcqRel) {
                 continue;
             }
@@ -740,11 +768,12 @@ impl EventBus {
     /// Calls every matching handler in this task, one after the other, and returns when
     /// all are done. Failures are also logged and published as `error.occurred`.
     pub async fn emit_and_wait<T: Payload>(&self, topic: &str, payload: T) -> DeliveryReport {
-        let event = self.event(topic, payload);
         let routes = self.inner.snapshot();
+        let (topic, exact) = routes.exact_route(topic);
+        let event = self.event(topic, payload);
         routes.tap(&event);
         let mut report = DeliveryReport::default();
-        for sub in routes.matching(&event.topic) {
+        for sub in routes.matching(exact, &event.topic) {
             if sub.options.once {
                 if sub.fired.swap(true, Ordering::AcqRel) {
                     continue;
@@ -752,9 +781,8 @@ impl EventBus {
                 self.inner.unsubscribe(sub.id);
             }
             report.handled += 1;
-            if let Err(message) =
-                run_handler(&Arc::downgrade(&self.inner), &sub.core, event.clone()).await
-            {
+            if let Err(message) = run_handler(&sub.core, event.clone()).await {
+                report_failure(Some(&self.inner), &sub.core, &event.topic, &message);
                 report.failures.push(HandlerFailure {
                     owner: sub.core.owner.as_deref().map(str::to_owned),
                     pattern: sub.core.pattern.as_string(),
@@ -822,9 +850,9 @@ impl EventBus {
         drain_handles(removed)
     }
 
-    fn event<T: Payload>(&self, topic: &str, payload: T) -> Event {
+    fn event<T: Payload>(&self, topic: Arc<str>, payload: T) -> Event {
         Event {
-            topic: topic.into(),
+            topic,
             payload: Arc::new(payload),
             source: self.owner.clone(),
         }
@@ -866,7 +894,11 @@ impl EventBus {
                 let worker = tokio::spawn(
                     async move {
                         while let Some(event) = rx.recv().await {
-                            let _ = run_handler(&bus, &core, event).await;
+                            let topic = event.topic.clone();
+                            if let Err(message) = run_handler(&core, event).await {
+                                let bus = bus.upgrade();
+                                report_failure(bus.as_ref(), &core, &topic, &message);
+                            }
                         }
                     }
                     .instrument(span),
@@ -885,15 +917,19 @@ fn drain_handles(removed: Vec<Arc<Sub>>) -> Vec<JoinHandle<()>> {
         .collect()
 }
 
-/// Runs one handler call, isolating errors and panics.
-async fn run_handler(bus: &Weak<BusInner>, sub: &SubCore, event: Event) -> Result<(), String> {
-    let topic = event.topic.clone();
+/// Runs one handler call, isolating errors and panics; the error or panic message.
+async fn run_handler(sub: &SubCore, event: Event) -> Result<(), String> {
     let outcome = AssertUnwindSafe((sub.handler)(event)).catch_unwind().await;
-    let message = match outcome {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(err)) => err.to_string(),
-        Err(panic) => format!("handler panicked: {}", panic_message(&*panic)),
-    };
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic))),
+    }
+}
+
+/// Logs a handler failure and publishes it as `error.occurred` (unless it is the
+/// failure of an `error.occurred` handler, or the bus is gone).
+fn report_failure(bus: Option<&Arc<BusInner>>, sub: &SubCore, topic: &str, message: &str) {
     let plugin = sub.owner.as_deref().map(str::to_owned);
     tracing::error!(
         topic = %topic,
@@ -902,22 +938,24 @@ async fn run_handler(bus: &Weak<BusInner>, sub: &SubCore, event: Event) -> Resul
         error = %message,
         "event handler failed"
     );
-    if &*topic != ERROR_TOPIC {
-        let Some(inner) = bus.upgrade() else {
-            return Err(message);
+    if topic != ERROR_TOPIC {
+        let Some(inner) = bus else {
+            return;
         };
-        let report = EventBus { inner, owner: None };
+        let report = EventBus {
+            inner: inner.clone(),
+            owner: None,
+        };
         report.try_emit(
             ERROR_TOPIC,
             ErrorOccurred {
                 source: "event-handler".into(),
                 plugin,
-                topic: Some(topic.to_string()),
-                message: message.clone(),
+                topic: Some(topic.to_owned()),
+                message: message.to_owned(),
             },
         );
     }
-    Err(message)
 }
 
 /// The message of a panic payload.

@@ -80,10 +80,11 @@ fn owner_hint(owner: &Option<String>) -> String {
 }
 
 type Factory = Arc<dyn Fn() -> Box<dyn Any + Send> + Send + Sync>;
+type AnyService = Arc<dyn Any + Send + Sync>;
 
 #[derive(Clone)]
 struct Entry {
-    value: Arc<dyn Any + Send + Sync>,
+    value: AnyService,
     type_id: TypeId,
     type_name: &'static str,
     owner: Option<Arc<str>>,
@@ -100,8 +101,23 @@ struct FactoryEntry {
 #[derive(Default)]
 struct Inner {
     services: HashMap<String, Entry>,
+    /// The services of each type (name and value), so that `get_typed` does not scan
+    /// every service. Kept in step with `services`.
+    by_type: HashMap<TypeId, Vec<(String, AnyService)>>,
     factories: HashMap<String, FactoryEntry>,
     providers: HashMap<String, String>,
+}
+
+impl Inner {
+    /// Removes `name` (of type `type_id`) from the type index.
+    fn unindex(&mut self, name: &str, type_id: TypeId) {
+        if let Some(of_type) = self.by_type.get_mut(&type_id) {
+            of_type.retain(|(n, _)| n != name);
+            if of_type.is_empty() {
+                self.by_type.remove(&type_id);
+            }
+        }
+    }
 }
 
 /// The service registry. Cheap to clone; clones share services.
@@ -172,6 +188,11 @@ impl ServiceRegistry {
                 owner: existing.owner.as_deref().map(str::to_owned),
             });
         }
+        inner
+            .by_type
+            .entry(TypeId::of::<T>())
+            .or_default()
+            .push((name.to_owned(), value.clone()));
         inner.services.insert(
             name.to_owned(),
             Entry {
@@ -212,26 +233,24 @@ impl ServiceRegistry {
     /// The one service of type `T`, whatever its name.
     pub fn get_typed<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, ServiceError> {
         let inner = self.read();
-        let id = TypeId::of::<T>();
-        let mut found = inner.services.iter().filter(|(_, e)| e.type_id == id);
-        match (found.next(), found.next()) {
-            (Some((_, entry)), None) => {
-                entry
-                    .value
-                    .clone()
-                    .downcast::<T>()
-                    .map_err(|_| ServiceError::TypeNotFound {
-                        type_name: std::any::type_name::<T>(),
-                        reason: "type mismatch".into(),
-                    })
-            }
-            (None, _) => Err(ServiceError::TypeNotFound {
+        let found = inner
+            .by_type
+            .get(&TypeId::of::<T>())
+            .map_or(&[][..], Vec::as_slice);
+        match found {
+            [(_, value)] => value
+                .clone()
+                .downcast::<T>()
+                .map_err(|_| ServiceError::TypeNotFound {
+                    type_name: std::any::type_name::<T>(),
+                    reason: "type mismatch".into(),
+                }),
+            [] => Err(ServiceError::TypeNotFound {
                 type_name: std::any::type_name::<T>(),
                 reason: "none is registered".into(),
             }),
-            (Some((a, _)), Some((b, _))) => {
-                let mut names = vec![a.clone(), b.clone()];
-                names.extend(found.map(|(n, _)| n.clone()));
+            several => {
+                let mut names: Vec<String> = several.iter().map(|(n, _)| n.clone()).collect();
                 names.sort();
                 Err(ServiceError::TypeNotFound {
                     type_name: std::any::type_name::<T>(),
@@ -253,7 +272,11 @@ impl ServiceRegistry {
     /// Removes the service `name`; returns whether it existed.
     pub fn unregister(&self, name: &str) -> bool {
         let mut inner = self.write();
-        inner.services.remove(name).is_some() | inner.factories.remove(name).is_some()
+        let service = inner.services.remove(name);
+        if let Some(entry) = &service {
+            inner.unindex(name, entry.type_id);
+        }
+        service.is_some() | inner.factories.remove(name).is_some()
     }
 
     /// Registers a factory: [`create_instance`](Self::create_instance) calls it for a
@@ -351,13 +374,18 @@ impl ServiceRegistry {
     pub fn remove_owner(&self, owner: &str) -> Vec<String> {
         let mut inner = self.write();
         let mut removed = Vec::new();
+        let mut unindex = Vec::new();
         inner.services.retain(|name, e| {
             let keep = e.owner.as_deref() != Some(owner);
             if !keep {
                 removed.push(name.clone());
+                unindex.push((name.clone(), e.type_id));
             }
             keep
         });
+        for (name, type_id) in unindex {
+            inner.unindex(&name, type_id);
+        }
         inner.factories.retain(|name, e| {
             let keep = e.owner.as_deref() != Some(owner);
             if !keep {
@@ -367,5 +395,35 @@ impl ServiceRegistry {
         });
         removed.sort();
         removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Clock(u64);
+
+    #[test]
+    fn typed_lookup_follows_register_unregister_and_remove_owner() {
+        let registry = ServiceRegistry::new();
+        let plugin = registry.scoped("clock-plugin");
+        plugin.register("a", Clock(1)).expect("free name");
+        registry.register("b", Clock(2)).expect("free name");
+        registry.register("n", 7u32).expect("free name");
+        let err = registry.get_typed::<Clock>().expect_err("two clocks");
+        assert!(
+            err.to_string().contains("several are registered (a, b)"),
+            "{err}"
+        );
+        assert!(registry.unregister("b"));
+        assert_eq!(registry.get_typed::<Clock>().expect("one clock").0, 1);
+        assert_eq!(*registry.get_typed::<u32>().expect("one u32"), 7);
+        assert_eq!(registry.remove_owner("clock-plugin"), vec!["a".to_owned()]);
+        let err = registry.get_typed::<Clock>().expect_err("no clock");
+        assert!(err.to_string().contains("none is registered"), "{err}");
+        registry.register("a", Clock(3)).expect("name free again");
+        assert_eq!(registry.get_typed::<Clock>().expect("one clock").0, 3);
     }
 }

@@ -1,0 +1,449 @@
+//! Event bus throughput: deliveries per second (criterion `Throughput::Elements` counts
+//! one element per handler call), each scenario in its own group with its same-run
+//! baselines: calling the handler directly (the limit) and a `tokio::sync::broadcast`
+//! fan-out to the same number of receiver tasks.
+//!
+//! Paths measured:
+//! * `direct_call`: the handler closure called and awaited in the bench task, on an
+//!   event built once (the limit: no routing, no allocation).
+//! * `emit_and_wait`: the bus's inline path (handlers run in the caller's task).
+//! * `emit`, `try_emit`: the queued path (one queue and one worker task per
+//!   subscription); timed until every handler call has finished.
+//! * `broadcast`: `tokio::sync::broadcast`, one receiver task per handler, same handler
+//!   body, timed until every receiver has handled every event.
+//!
+//! Queued paths are driven in batches of [`BATCH`] events (below every queue's
+//! capacity, so nothing waits on a full queue and broadcast receivers never lag), then
+//! the bench waits until every delivery of the batch is done.
+//!
+//! `cargo bench -p ixp-core --bench events`; see docs/performance.md.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
+use ixp_core::events::{Event, EventBus, Subscription};
+use tokio::runtime::Runtime;
+use tokio::sync::broadcast;
+
+/// Events sent before waiting for their deliveries on the queued paths.
+const BATCH: u64 = 256;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the benches")
+}
+
+/// A counter that lives for the whole bench run, so that handlers need no `Arc` clone.
+fn counter() -> &'static AtomicU64 {
+    Box::leak(Box::new(AtomicU64::new(0)))
+}
+
+/// The handler every path runs: reads the payload and counts the call.
+fn sync_handler(count: &'static AtomicU64) -> impl Fn(Event) -> std::future::Ready<()> + Clone {
+    move |event: Event| {
+        black_box(event.payload::<u64>());
+        count.fetch_add(1, Ordering::Relaxed);
+        std::future::ready(())
+    }
+}
+
+/// The same, but it awaits once (`yield_now`) before counting.
+fn async_handler(
+    count: &'static AtomicU64,
+) -> impl Fn(Event) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Clone {
+    move |event: Event| {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            black_box(event.payload::<u64>());
+            count.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+}
+
+/// Waits (yielding) until `count` reaches `target`.
+async fn wait_for(count: &AtomicU64, target: u64) {
+    while count.load(Ordering::Acquire) < target {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Which handler body a scenario uses.
+#[derive(Clone, Copy)]
+enum Body {
+    Sync,
+    Async,
+}
+
+/// One scenario: subscriptions of `per_topic` handlers on each of `topics` exact topics
+/// (or one wildcard pattern), events published round-robin over `emit_topics`.
+struct Scenario {
+    group: &'static str,
+    /// Patterns subscribed to, each `per_topic` times.
+    patterns: Vec<String>,
+    per_topic: usize,
+    /// Topics published, round-robin.
+    emit_topics: Vec<String>,
+    body: Body,
+}
+
+impl Scenario {
+    fn deliveries_per_event(&self) -> u64 {
+        // Every published topic is matched by exactly one pattern.
+        self.per_topic as u64
+    }
+
+    /// A bus with the scenario's subscriptions (made on first use, so that a filtered
+    /// run sets up only what it measures).
+    fn setup(&self, rt: &Runtime, count: &'static AtomicU64) -> (EventBus, Vec<Subscription>) {
+        let bus = EventBus::new();
+        let subs = rt.block_on(async { self.subscribe(&bus, count) });
+        (bus, subs)
+    }
+
+    fn subscribe(&self, bus: &EventBus, count: &'static AtomicU64) -> Vec<Subscription> {
+        let mut subs = Vec::new();
+        for pattern in &self.patterns {
+            for _ in 0..self.per_topic {
+                let sub = match self.body {
+                    Body::Sync => bus.on(pattern, sync_handler(count)),
+                    Body::Async => bus.on(pattern, async_handler(count)),
+                };
+                subs.push(sub.expect("valid pattern"));
+            }
+        }
+        subs
+    }
+}
+
+fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
+    let mut group = c.benchmark_group(scenario.group);
+    let per_event = scenario.deliveries_per_event();
+    group.throughput(Throughput::Elements(per_event));
+    let topics = &scenario.emit_topics;
+    let n_topics = topics.len();
+
+    // Baseline: the handlers called directly (one per topic, `per_topic` each).
+    {
+        let count = counter();
+        let events: Vec<Event> = topics
+            .iter()
+            .map(|t| Event::new(t.as_str(), 7u64))
+            .collect();
+        let per_topic = scenario.per_topic;
+        match scenario.body {
+            Body::Sync => {
+                let handlers: Vec<Vec<_>> = (0..n_topics)
+                    .map(|_| (0..per_topic).map(|_| sync_handler(count)).collect())
+                    .collect();
+                group.bench_function("direct_call", |b| {
+                    b.to_async(rt).iter_custom(|iters| {
+                        let handlers = &handlers;
+                        let events = &events;
+                        async move {
+                            let start = Instant::now();
+                            for i in 0..iters as usize {
+                                let k = i % n_topics;
+                                for handler in &handlers[k] {
+                                    handler(events[k].clone()).await;
+                                }
+                            }
+                            start.elapsed()
+                        }
+                    })
+                });
+            }
+            Body::Async => {
+                let handlers: Vec<Vec<_>> = (0..n_topics)
+                    .map(|_| (0..per_topic).map(|_| async_handler(count)).collect())
+                    .collect();
+                group.bench_function("direct_call", |b| {
+                    b.to_async(rt).iter_custom(|iters| {
+                        let handlers = &handlers;
+                        let events = &events;
+                        async move {
+                            let start = Instant::now();
+                            for i in 0..iters as usize {
+                                let k = i % n_topics;
+                                for handler in &handlers[k] {
+                                    handler(events[k].clone()).await;
+                                }
+                            }
+                            start.elapsed()
+                        }
+                    })
+                });
+            }
+        }
+    }
+
+    // The inline path.
+    {
+        let mut state = None;
+        group.bench_function("emit_and_wait", |b| {
+            let (bus, _subs) = state.get_or_insert_with(|| scenario.setup(rt, counter()));
+            b.to_async(rt).iter_custom(|iters| {
+                let bus = &*bus;
+                async move {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let report = bus.emit_and_wait(&topics[i as usize % n_topics], i).await;
+                        black_box(report);
+                    }
+                    start.elapsed()
+                }
+            })
+        });
+    }
+
+    // The queued paths.
+    for path in ["emit", "try_emit"] {
+        let count = counter();
+        let mut state = None;
+        group.bench_function(path, |b| {
+            let (bus, _subs) = state.get_or_insert_with(|| scenario.setup(rt, count));
+            b.to_async(rt).iter_custom(|iters| {
+                let bus = &*bus;
+                async move {
+                    let start = Instant::now();
+                    let mut sent = 0;
+                    while sent < iters {
+                        let batch = BATCH.min(iters - sent);
+                        let target = count.load(Ordering::Acquire) + batch * per_event;
+                        for i in sent..sent + batch {
+                            let topic = &topics[i as usize % n_topics];
+                            let queued = if path == "emit" {
+                                bus.emit(topic, i).await
+                            } else {
+                                bus.try_emit(topic, i)
+                            };
+                            debug_assert_eq!(queued as u64, per_event);
+                        }
+                        wait_for(count, target).await;
+                        sent += batch;
+                    }
+                    start.elapsed()
+                }
+            })
+        });
+    }
+
+    // Baseline: tokio broadcast, one channel per topic, one receiver task per handler.
+    {
+        let count = counter();
+        let body = scenario.body;
+        let senders: Vec<broadcast::Sender<Event>> = rt.block_on(async {
+            (0..n_topics)
+                .map(|_| {
+                    let (tx, _) = broadcast::channel::<Event>(1024);
+                    for _ in 0..scenario.per_topic {
+                        let mut rx = tx.subscribe();
+                        tokio::spawn(async move {
+                            let sync = sync_handler(count);
+                            let asynch = async_handler(count);
+                            while let Ok(event) = rx.recv().await {
+                                match body {
+                                    Body::Sync => sync(event).await,
+                                    Body::Async => asynch(event).await,
+                                }
+                            }
+                        });
+                    }
+                    tx
+                })
+                .collect()
+        });
+        group.bench_function("broadcast", |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let senders = &senders;
+                async move {
+                    let start = Instant::now();
+                    let mut sent = 0;
+                    while sent < iters {
+                        let batch = BATCH.min(iters - sent);
+                        let target = count.load(Ordering::Acquire) + batch * per_event;
+                        for i in sent..sent + batch {
+                            let k = i as usize % n_topics;
+                            let event = Event::new(topics[k].as_str(), i);
+                            let _ = senders[k].send(event);
+                        }
+                        wait_for(count, target).await;
+                        sent += batch;
+                    }
+                    start.elapsed()
+                }
+            })
+        });
+        drop(senders);
+    }
+    group.finish();
+}
+
+/// How the inline path's cost changes with the number of topics and of (non-matching)
+/// wildcard subscriptions on the bus.
+fn routing(c: &mut Criterion, rt: &Runtime) {
+    let mut group = c.benchmark_group("events/routing");
+    group.throughput(Throughput::Elements(1));
+    for topics in [1usize, 100, 10_000] {
+        let mut state = None;
+        group.bench_with_input(
+            BenchmarkId::new("emit_and_wait/topics", topics),
+            &topics,
+            |b, &topics| {
+                let (bus, names, _subs) = state.get_or_insert_with(|| {
+                    let bus = EventBus::new();
+                    let count = counter();
+                    let names: Vec<String> =
+                        (0..topics).map(|i| format!("topic{i}.event")).collect();
+                    let subs: Vec<Subscription> = names
+                        .iter()
+                        .map(|t| bus.on(t, sync_handler(count)).expect("valid topic"))
+                        .collect();
+                    (bus, names, subs)
+                });
+                b.to_async(rt).iter_custom(|iters| {
+                    let bus = &*bus;
+                    let names = &*names;
+                    async move {
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            let topic = &names[(i as usize * 7919) % topics];
+                            black_box(bus.emit_and_wait(topic, i).await);
+                        }
+                        start.elapsed()
+                    }
+                })
+            },
+        );
+    }
+    for wildcards in [0usize, 10, 100] {
+        let mut state = None;
+        group.bench_with_input(
+            BenchmarkId::new("emit_and_wait/non_matching_wildcards", wildcards),
+            &wildcards,
+            |b, &wildcards| {
+                let (bus, _subs) = state.get_or_insert_with(|| {
+                    let bus = EventBus::new();
+                    let count = counter();
+                    let mut subs =
+                        vec![bus.on("user.created", sync_handler(count)).expect("topic")];
+                    for i in 0..wildcards {
+                        subs.push(
+                            bus.on(&format!("other{i}.*"), sync_handler(count))
+                                .expect("valid pattern"),
+                        );
+                    }
+                    (bus, subs)
+                });
+                b.to_async(rt).iter_custom(|iters| {
+                    let bus = &*bus;
+                    async move {
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            black_box(bus.emit_and_wait("user.created", i).await);
+                        }
+                        start.elapsed()
+                    }
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+/// Subscribing to `n` distinct topics, then dropping every subscription (what a
+/// composition of many plugins does at start and stop). Throughput: subscriptions.
+fn subscribe(c: &mut Criterion) {
+    let mut group = c.benchmark_group("events/subscribe_then_unsubscribe");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    for n in [100usize, 1_000, 10_000] {
+        let names: Vec<String> = (0..n).map(|i| format!("topic{i}.event")).collect();
+        let count = counter();
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                let bus = EventBus::new();
+                let subs: Vec<Subscription> = names
+                    .iter()
+                    .map(|t| bus.on(t, sync_handler(count)).expect("valid topic"))
+                    .collect();
+                drop(subs);
+                bus
+            })
+        });
+    }
+    group.finish();
+}
+
+fn events(c: &mut Criterion) {
+    let rt = runtime();
+    let one = |s: &str| vec![s.to_owned()];
+    let hundred: Vec<String> = (0..100).map(|i| format!("topic{i}.event")).collect();
+    let scenarios = [
+        Scenario {
+            group: "events/one_topic_one_handler",
+            patterns: one("user.created"),
+            per_topic: 1,
+            emit_topics: one("user.created"),
+            body: Body::Sync,
+        },
+        Scenario {
+            group: "events/one_topic_ten_handlers",
+            patterns: one("user.created"),
+            per_topic: 10,
+            emit_topics: one("user.created"),
+            body: Body::Sync,
+        },
+        Scenario {
+            group: "events/hundred_topics_round_robin",
+            patterns: hundred.clone(),
+            per_topic: 1,
+            emit_topics: hundred,
+            body: Body::Sync,
+        },
+        Scenario {
+            group: "events/wildcard_user_star",
+            patterns: one("user.*"),
+            per_topic: 1,
+            emit_topics: ["user.created", "user.updated", "user.deleted"]
+                .map(str::to_owned)
+                .to_vec(),
+            body: Body::Sync,
+        },
+        Scenario {
+            group: "events/async_handler_yield",
+            patterns: one("user.created"),
+            per_topic: 1,
+            emit_topics: one("user.created"),
+            body: Body::Async,
+        },
+    ];
+    for scenario in &scenarios {
+        run_scenario(c, &rt, scenario);
+    }
+    routing(c, &rt);
+    subscribe(c);
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = events
+}
+criterion_main!(benches);
