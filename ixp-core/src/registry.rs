@@ -249,6 +249,8 @@ impl<P: Plugin> DynPlugin for P {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     registrations: Vec<PluginRegistration>,
+    /// The type names in `registrations`, so that `add` stays O(1).
+    types: std::collections::HashSet<&'static str>,
     hints: BTreeMap<&'static str, Vec<&'static str>>,
 }
 
@@ -264,6 +266,7 @@ impl Catalog {
         }
         Self {
             registrations: Vec::new(),
+            types: std::collections::HashSet::new(),
             hints,
         }
     }
@@ -277,6 +280,11 @@ impl Catalog {
             .copied()
             .collect();
         catalog.registrations.sort_by_key(|r| r.metadata().name);
+        catalog.types = catalog
+            .registrations
+            .iter()
+            .map(|r| r.type_name())
+            .collect();
         catalog
     }
 
@@ -289,11 +297,7 @@ impl Catalog {
     /// Adds a registration (no-op if the same type is already in; a different type with
     /// the same name is kept, and reported as a duplicate by the check).
     pub fn add(&mut self, registration: PluginRegistration) {
-        if !self
-            .registrations
-            .iter()
-            .any(|r| r.type_name() == registration.type_name())
-        {
+        if self.types.insert(registration.type_name()) {
             self.registrations.push(registration);
         }
     }
