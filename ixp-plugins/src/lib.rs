@@ -47,36 +47,24 @@ pub use sqlx;
 #[cfg(feature = "database-mongodb")]
 pub use mongodb;
 
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "cache-plugin", feature: "cache-memory" }
+/// Submits a [`FeatureHint`](ixp_core::FeatureHint) for every backend feature of every
+/// built-in plugin, whether or not it is enabled.
+macro_rules! feature_hints {
+    ($($plugin:literal => [$($feature:literal),+ $(,)?]),+ $(,)?) => {
+        $($(
+            ixp_core::__private::inventory::submit! {
+                ixp_core::FeatureHint { plugin: $plugin, feature: $feature }
+            }
+        )+)+
+    };
 }
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "cache-plugin", feature: "cache-redis" }
-}
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "database-plugin", feature: "database-sqlite" }
-}
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "logging-plugin", feature: "logging" }
-}
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "auth-plugin", feature: "auth-jwt" }
-}
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "events-nats-plugin", feature: "events-nats" }
-}
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "auth-plugin", feature: "auth-oauth2" }
-}
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "database-plugin", feature: "database-postgres" }
-}
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "database-plugin", feature: "database-mongodb" }
-}
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "email-plugin", feature: "email" }
-}
-ixp_core::__private::inventory::submit! {
-    ixp_core::FeatureHint { plugin: "analytics-plugin", feature: "analytics" }
+
+feature_hints! {
+    "cache-plugin" => ["cache-memory", "cache-redis"],
+    "database-plugin" => ["database-sqlite", "database-postgres", "database-mongodb"],
+    "logging-plugin" => ["logging", "logging-elasticsearch"],
+    "auth-plugin" => ["auth-jwt", "auth-oauth2"],
+    "email-plugin" => ["email"],
+    "analytics-plugin" => ["analytics"],
+    "events-nats-plugin" => ["events-nats"],
 }

@@ -282,3 +282,21 @@ pub fn check_problems<P: ixp_core::Plugin>(toml: &str) -> String {
         Err(report) => report.to_string(),
     }
 }
+
+/// Polls `plugin`'s health every 100 ms until it is `wanted` or `within` has passed;
+/// returns the last health seen (the caller asserts on it).
+pub async fn wait_for_health(
+    host: &ixp_core::Host,
+    plugin: &str,
+    wanted: ixp_core::HealthStatus,
+    within: std::time::Duration,
+) -> ixp_core::PluginHealth {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let health = host.health().await.plugins[plugin].clone();
+        if health.status == wanted || std::time::Instant::now() > deadline {
+            return health;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -4,7 +4,7 @@
 //! Part of the service-backed suite: `cargo test -p ixp-tests --features services`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ixp_core::{
     ixp_plugin, BoxError, Catalog, HealthStatus, Host, NoConfig, Plugin, PluginContext, Secret,
@@ -182,14 +182,7 @@ async fn an_unreachable_server_fails_initialization_naming_it_and_not_the_passwo
 }
 
 async fn wait_for(host: &Host, wanted: HealthStatus) -> ixp_core::PluginHealth {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let health = host.health().await.plugins["database-plugin"].clone();
-        if health.status == wanted || Instant::now() > deadline {
-            return health;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ixp_tests::wait_for_health(host, "database-plugin", wanted, Duration::from_secs(20)).await
 }
 
 #[tokio::test]

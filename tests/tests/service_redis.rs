@@ -184,15 +184,7 @@ impl Plugin for SessionPlugin {
 }
 
 async fn wait_for_status(host: &Host, wanted: HealthStatus) -> ixp_core::PluginHealth {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let report = host.health().await;
-        let cache = report.plugins["cache-plugin"].clone();
-        if cache.status == wanted || Instant::now() > deadline {
-            return cache;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ixp_tests::wait_for_health(host, "cache-plugin", wanted, Duration::from_secs(20)).await
 }
 
 #[tokio::test]
