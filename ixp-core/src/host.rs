@@ -1,10 +1,13 @@
 //! The lifecycle host: initialize and start plugins in dependency order, stop them in
 //! reverse, roll back on failure, restart with dependents, aggregate health.
 //!
-//! Every hook runs in its own tokio task under the plugin's hook timeout, so a hook that
+//! Every hook runs under the plugin's hook timeout with its panics caught, so a hook that
 //! returns an error, panics or hangs is an error *of that plugin*; the host keeps going.
-//! (A hook that blocks its thread without awaiting is only bounded on the multi-thread
-//! runtime, where the timer runs on another worker.)
+//! A hook is first polled in the host's task (most hooks finish there, without a task
+//! or a wake-up); one that has to wait moves to its own task, which the host awaits under
+//! the timeout and aborts when it expires. A hook that blocks its thread without ever
+//! awaiting cannot be bounded (no async code can be): do blocking work in
+//! `tokio::task::spawn_blocking`.
 //!
 //! ```
 //! use ixp_core::{ixp_plugin, BoxError, Catalog, Host, NoConfig, Plugin, PluginContext, PluginState};
@@ -28,13 +31,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{watch, RwLock};
-use tokio::task::JoinHandle;
+use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::config::IxpConfig;
@@ -805,37 +811,31 @@ impl HostShared {
         let ty = slot.registration.plugin_type();
         let ctx = slot.ctx.clone();
         let instance = slot.instance.clone();
-        let task = tokio::spawn(
-            async move {
-                let plugin = ty.initialize(config, ctx).await?;
-                *instance.write().await = Some(plugin);
-                Ok(())
-            }
-            .instrument(slot.ctx.logger().span()),
-        );
-        await_hook(task, slot.hook_timeout).await
+        let hook = async move {
+            let plugin = ty.initialize(config, ctx).await?;
+            *instance.write().await = Some(plugin);
+            Ok(())
+        };
+        run_guarded(hook, slot.ctx.logger().span(), slot.hook_timeout).await
     }
 
     async fn run_hook(&self, i: usize, hook: Hook) -> Result<(), HookFailure> {
         let slot = &self.slots[i];
         let instance = slot.instance.clone();
         let ctx = slot.ctx.clone();
-        let task = tokio::spawn(
-            async move {
-                let mut guard = instance.write().await;
-                let Some(plugin) = guard.as_mut() else {
-                    return Err::<(), BoxError>("the plugin is not initialized".into());
-                };
-                match hook {
-                    Hook::Start => plugin.start(&ctx).await,
-                    Hook::Stop => plugin.stop(&ctx).await,
-                    Hook::Restart => plugin.restart(&ctx).await,
-                    Hook::Initialize => Ok(()),
-                }
+        let run = async move {
+            let mut guard = instance.write().await;
+            let Some(plugin) = guard.as_mut() else {
+                return Err::<(), BoxError>("the plugin is not initialized".into());
+            };
+            match hook {
+                Hook::Start => plugin.start(&ctx).await,
+                Hook::Stop => plugin.stop(&ctx).await,
+                Hook::Restart => plugin.restart(&ctx).await,
+                Hook::Initialize => Ok(()),
             }
-            .instrument(slot.ctx.logger().span()),
-        );
-        await_hook(task, slot.hook_timeout).await
+        };
+        run_guarded(run, slot.ctx.logger().span(), slot.hook_timeout).await
     }
 
     /// Removes the plugin's subscriptions (letting queued events drain, bounded by the
@@ -923,17 +923,14 @@ impl HostShared {
                 let health = if state != PluginState::Running {
                     PluginHealth::unhealthy(format!("plugin is {state}"))
                 } else {
-                    let task = tokio::spawn(
-                        async move {
-                            let guard = instance.read().await;
-                            match guard.as_ref() {
-                                Some(plugin) => Ok(plugin.health(&ctx).await),
-                                None => Ok(PluginHealth::unhealthy("plugin is not initialized")),
-                            }
+                    let check = async move {
+                        let guard = instance.read().await;
+                        match guard.as_ref() {
+                            Some(plugin) => Ok(plugin.health(&ctx).await),
+                            None => Ok(PluginHealth::unhealthy("plugin is not initialized")),
                         }
-                        .instrument(slot.ctx.logger().span()),
-                    );
-                    match await_hook(task, timeout).await {
+                    };
+                    match run_guarded(check, slot.ctx.logger().span(), timeout).await {
                         Ok(health) => health,
                         Err(failure) => PluginHealth::unhealthy(format!("health check {failure}")),
                     }
@@ -946,12 +943,27 @@ impl HostShared {
     }
 }
 
-/// Awaits a hook's task under a timeout, turning errors, panics and timeouts into a
-/// [`HookFailure`]. A task that times out is aborted.
-async fn await_hook<T>(
-    task: JoinHandle<Result<T, BoxError>>,
+/// A hook's outcome: its result, or the panic it raised.
+type HookOutcome<T> = std::thread::Result<Result<T, BoxError>>;
+
+/// Runs a hook (or a health check) so that an error, a panic or a hang is a
+/// [`HookFailure`] of that plugin.
+///
+/// The hook is polled once in the caller's task: one that finishes without waiting (a
+/// trivial hook, or one whose work is all synchronous) costs no task and no wake-up,
+/// which is what keeps the start-up of large compositions linear and fast. A hook that
+/// has to wait moves, as it is, to its own task, which the caller awaits under
+/// `timeout` and aborts when it expires.
+async fn run_guarded<T: Send + 'static>(
+    hook: impl Future<Output = Result<T, BoxError>> + Send + 'static,
+    span: tracing::Span,
     timeout: Duration,
 ) -> Result<T, HookFailure> {
+    let mut hook = Box::pin(AssertUnwindSafe(hook.instrument(span)).catch_unwind());
+    if let Poll::Ready(outcome) = futures::poll!(hook.as_mut()) {
+        return settle(outcome);
+    }
+    let task = tokio::spawn(hook);
     let abort = task.abort_handle();
     match tokio::time::timeout(timeout, task).await {
         Err(_) => {
@@ -962,8 +974,16 @@ async fn await_hook<T>(
             Err(HookFailure::Panicked(panic_message(&*join.into_panic())))
         }
         Ok(Err(_)) => Err(HookFailure::Cancelled),
-        Ok(Ok(Err(err))) => Err(HookFailure::Error(err)),
-        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(outcome)) => settle(outcome),
+    }
+}
+
+/// A finished hook's outcome as the host reports it.
+fn settle<T>(outcome: HookOutcome<T>) -> Result<T, HookFailure> {
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(HookFailure::Error(err)),
+        Err(panic) => Err(HookFailure::Panicked(panic_message(&*panic))),
     }
 }
 

@@ -41,34 +41,79 @@ use crate::problem::Problem;
 /// The registration of one plugin type: what `#[ixp_plugin]` submits to `inventory`.
 #[derive(Clone, Copy)]
 pub struct PluginRegistration {
-    erased: fn() -> &'static dyn PluginType,
+    erased: &'static dyn PluginType,
 }
 
 impl PluginRegistration {
     /// The registration of `P`.
     pub const fn of<P: Plugin>() -> Self {
         Self {
-            erased: erased::<P>,
+            erased: const { &Typed::<P>(PhantomData) },
+        }
+    }
+
+    /// The plugin type `P` registered under `metadata` chosen at run time instead of
+    /// `P::METADATA`: for compositions generated from data (benchmarks, tests of large
+    /// dependency graphs, tools), where one Rust type stands for many plugins.
+    ///
+    /// Each call leaks the metadata and a type name (a few dozen bytes that live as long
+    /// as the process, like every registration): call it once per plugin, not in a loop
+    /// that runs for the life of a server. The registration's
+    /// [`type_name`](Self::type_name) is `"<P's type> as <name>"`, so registrations of one
+    /// type under different names are distinct plugins to [`Catalog::add`].
+    ///
+    /// ```
+    /// use ixp_core::{ixp_plugin, BoxError, Catalog, NoConfig, Plugin, PluginContext, PluginMetadata, PluginRegistration};
+    ///
+    /// #[ixp_plugin(name = "node", version = "1.0.0")]
+    /// struct Node;
+    /// impl Plugin for Node {
+    ///     type Config = NoConfig;
+    ///     async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> { Ok(Node) }
+    /// }
+    ///
+    /// let mut catalog = Catalog::new();
+    /// for (name, deps) in [("a", &[][..]), ("b", &["a"][..])] {
+    ///     let deps: Vec<&'static str> = deps.to_vec();
+    ///     catalog.add(PluginRegistration::with_metadata::<Node>(PluginMetadata {
+    ///         name,
+    ///         dependencies: Box::leak(deps.into_boxed_slice()),
+    ///         ..Node::METADATA
+    ///     }));
+    /// }
+    /// assert_eq!(catalog.get("b").unwrap().metadata().dependencies, ["a"]);
+    /// # use ixp_core::PluginMeta;
+    /// ```
+    pub fn with_metadata<P: Plugin>(metadata: PluginMetadata) -> Self {
+        let type_name: &'static str = Box::leak(
+            format!("{} as {}", std::any::type_name::<P>(), metadata.name).into_boxed_str(),
+        );
+        Self {
+            erased: Box::leak(Box::new(Renamed::<P> {
+                metadata,
+                type_name,
+                typed: Typed(PhantomData),
+            })),
         }
     }
 
     /// The plugin's metadata.
     pub fn metadata(&self) -> PluginMetadata {
-        (self.erased)().metadata()
+        self.erased.metadata()
     }
 
     /// The Rust type of the plugin.
     pub fn type_name(&self) -> &'static str {
-        (self.erased)().type_name()
+        self.erased.type_name()
     }
 
     /// The JSON Schema of the plugin's config section.
     pub fn config_schema(&self) -> schemars::Schema {
-        (self.erased)().config_schema()
+        self.erased.config_schema()
     }
 
     pub(crate) fn plugin_type(&self) -> &'static dyn PluginType {
-        (self.erased)()
+        self.erased
     }
 }
 
@@ -95,11 +140,6 @@ pub struct FeatureHint {
 }
 
 inventory::collect!(FeatureHint);
-
-fn erased<P: Plugin>() -> &'static dyn PluginType {
-    // `Typed<P>` is zero-sized: leaking it allocates nothing.
-    Box::leak(Box::new(Typed::<P>(PhantomData)))
-}
 
 /// A parsed plugin configuration, type-erased until initialization.
 pub(crate) type AnyConfig = Box<dyn Any + Send + Sync>;
@@ -216,6 +256,52 @@ impl<P: Plugin> PluginType for Typed<P> {
             Ok(Box::new(plugin) as Box<dyn DynPlugin>)
         }
         .boxed()
+    }
+}
+
+/// `P` under metadata chosen at run time ([`PluginRegistration::with_metadata`]).
+struct Renamed<P> {
+    metadata: PluginMetadata,
+    type_name: &'static str,
+    typed: Typed<P>,
+}
+
+impl<P: Plugin> PluginType for Renamed<P> {
+    fn metadata(&self) -> PluginMetadata {
+        self.metadata
+    }
+
+    fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    fn parse_config(
+        &self,
+        raw: &Value,
+        path: &str,
+        env_created: &[Vec<String>],
+    ) -> Result<AnyConfig, Vec<Problem>> {
+        self.typed.parse_config(raw, path, env_created)
+    }
+
+    fn validate(&self, config: &AnyConfig, path: &str) -> Vec<Problem> {
+        self.typed.validate(config, path)
+    }
+
+    fn effective_config(&self, config: &AnyConfig) -> Value {
+        self.typed.effective_config(config)
+    }
+
+    fn config_schema(&self) -> schemars::Schema {
+        self.typed.config_schema()
+    }
+
+    fn initialize(
+        &self,
+        config: AnyConfig,
+        ctx: PluginContext,
+    ) -> BoxFuture<'static, Result<Box<dyn DynPlugin>, BoxError>> {
+        self.typed.initialize(config, ctx)
     }
 }
 
