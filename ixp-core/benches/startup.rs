@@ -1,68 +1,50 @@
-//! Start-up of typed compositions: plan, initialize, start and stop of 4, 16 and 64
-//! trivial plugins registered by hand (`PluginMeta` implemented without the macro), each
-//! depending on the previous one and on the one at half its index.
+//! Start-up of large compositions: the dependency graphs of
+//! `benches/data/graph-{100,1000,10000}.json` (each entry: a plugin name and the names it
+//! depends on; every plugin trivial), loaded with [`PluginRegistration::with_metadata`]
+//! (one Rust type standing for every node).
 //!
-//! The dependency graphs of `benches/data/graph-{100,1000,10000}.json` cannot be built
-//! here: a registration is a Rust type ([`PluginRegistration::of`]) whose metadata is a
-//! constant, so N plugins need N types. `scripts/bench-startup.sh` generates a crate
-//! with one type per graph node and runs the same measurement (`common/startup.rs`) on
-//! the three graphs; docs/performance.md has both.
+//! One criterion group; for each graph:
+//! * `catalog`: building the catalog (`Catalog::add` of every registration, in the
+//!   graph's listed order);
+//! * `plan`: the start-up check (`ixp_core::check`) on the default config;
+//! * `plan_init_start`: the check, `Host::from_plan`, `initialize` and `start` (the
+//!   issue's goal: 10,000 plugins in under 20 ms), on a multi-thread tokio runtime with 2
+//!   workers as `ixp-app` runs;
+//! * `stop`: `stop` of the started host;
+//! * `baseline_direct_hooks`: the same-run baseline: every node's `initialize`, `start`
+//!   and `stop` called directly and awaited in start order, each as a boxed future (what
+//!   any type-erased host pays at the least), with the plugin values kept in a `Vec`.
 //!
-//! `cargo bench -p ixp-core --bench startup`.
+//! Throughput is plugins + edges, so a linear start-up shows the same elements/s at
+//! every size.
+//!
+//! `cargo bench -p ixp-core --bench startup`; see docs/performance.md.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use ixp_core::PluginRegistration;
-use ixp_core::{BoxError, NoConfig, Plugin, PluginContext, PluginMeta, PluginMetadata};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 
-#[path = "common/startup.rs"]
-mod harness;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use ixp_core::{
+    check, ixp_plugin, BoxError, Catalog, Host, IxpConfig, NoConfig, Plugin, PluginContext,
+    PluginMeta, PluginMetadata, PluginRegistration,
+};
+use serde::Deserialize;
 
-use harness::{bench_startup, Composition};
+/// The plugin every graph node is: initializes, starts and stops at once.
+#[ixp_plugin(
+    name = "node",
+    version = "1.0.0",
+    description = "a trivial plugin of the start-up benchmark"
+)]
+struct Node;
 
-/// The largest composition.
-const MAX: usize = 64;
-
-macro_rules! names {
-    ($($i:literal)*) => {
-        /// `n0` .. `n63`.
-        const NAMES: [&str; MAX] = [$(concat!("n", stringify!($i))),*];
-
-        /// Every node's registration, in index order.
-        fn registrations() -> Vec<PluginRegistration> {
-            vec![$(PluginRegistration::of::<Node<$i>>()),*]
-        }
-    };
-}
-
-names!(
-    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
-    32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60
-    61 62 63
-);
-
-/// Node `I` of the composition: depends on `I - 1` and `I / 2`.
-struct Node<const I: usize>;
-
-impl<const I: usize> Node<I> {
-    const DEPS: [&'static str; 2] = [NAMES[I.saturating_sub(1)], NAMES[I / 2]];
-}
-
-impl<const I: usize> PluginMeta for Node<I> {
-    const METADATA: PluginMetadata = PluginMetadata {
-        name: NAMES[I],
-        version: "1.0.0",
-        description: "a trivial plugin of the start-up benchmark",
-        dependencies: if I == 0 { &[] } else { &Self::DEPS },
-        optional_dependencies: &[],
-        provides: &[],
-        feature: None,
-        enabled_by_default: true,
-    };
-}
-
-impl<const I: usize> Plugin for Node<I> {
+impl Plugin for Node {
     type Config = NoConfig;
 
     async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
@@ -70,22 +52,159 @@ impl<const I: usize> Plugin for Node<I> {
     }
 }
 
-/// Edges of the first `n` nodes (the two dependencies of nodes 1 and 2 are one).
-fn edges(n: usize) -> u64 {
-    (1..n).map(|i| if i - 1 == i / 2 { 1 } else { 2 }).sum()
+#[derive(Deserialize)]
+struct Graph {
+    plugins: Vec<GraphNode>,
+}
+
+#[derive(Deserialize)]
+struct GraphNode {
+    name: String,
+    deps: Vec<String>,
+}
+
+/// One composition to measure.
+struct Composition {
+    label: String,
+    registrations: Vec<PluginRegistration>,
+    /// Plugins + dependency edges.
+    elements: u64,
+}
+
+/// The graph `benches/data/graph-{n}.json` as registrations of [`Node`].
+fn load(n: usize) -> Composition {
+    let path = format!("{}/benches/data/graph-{n}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let graph: Graph = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut elements = 0;
+    let registrations = graph
+        .plugins
+        .into_iter()
+        .map(|node| {
+            elements += 1 + node.deps.len() as u64;
+            let deps: Vec<&'static str> = node.deps.into_iter().map(leak).collect();
+            PluginRegistration::with_metadata::<Node>(PluginMetadata {
+                name: leak(node.name),
+                dependencies: Box::leak(deps.into_boxed_slice()),
+                ..Node::METADATA
+            })
+        })
+        .collect();
+    Composition {
+        label: format!("graph-{n}"),
+        registrations,
+        elements,
+    }
+}
+
+/// A multi-thread runtime with 2 workers, like `ixp-app`'s on this machine.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the benches")
+}
+
+fn catalog_of(registrations: &[PluginRegistration]) -> Catalog {
+    let mut catalog = Catalog::new();
+    for registration in registrations {
+        catalog.add(*registration);
+    }
+    catalog
+}
+
+/// A started host of the composition, and how long plan + initialize + start took.
+async fn started(catalog: &Catalog, config: &IxpConfig) -> (Host, Duration) {
+    let begin = Instant::now();
+    let plan = check(catalog, config).expect("the composition passes the check");
+    let host = Host::from_plan(plan, config.clone());
+    host.initialize().await.expect("initialized");
+    host.start().await.expect("started");
+    (host, begin.elapsed())
+}
+
+/// The baseline's hooks: boxed like a type-erased host's.
+fn hook(node: &mut Node) -> BoxFuture<'_, Result<(), BoxError>> {
+    async move {
+        black_box(&node);
+        Ok(())
+    }
+    .boxed()
 }
 
 fn startup(c: &mut Criterion) {
-    let all = registrations();
-    let compositions: Vec<Composition> = [4usize, 16, MAX]
-        .into_iter()
-        .map(|n| Composition {
-            label: format!("typed-{n}"),
-            registrations: all[..n].to_vec(),
-            elements: n as u64 + edges(n),
-        })
-        .collect();
-    bench_startup(c, "startup/typed", &compositions);
+    let rt = runtime();
+    let mut group = c.benchmark_group("startup");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    for n in [100, 1000, 10_000] {
+        let composition = load(n);
+        let label = &composition.label;
+        group.throughput(Throughput::Elements(composition.elements));
+        group.bench_function(BenchmarkId::new("catalog", label), |b| {
+            b.iter(|| black_box(catalog_of(&composition.registrations)))
+        });
+        let catalog = catalog_of(&composition.registrations);
+        let config = IxpConfig::default();
+        let plan = check(&catalog, &config).expect("the composition passes the check");
+        assert_eq!(plan.plugins().len(), n);
+        group.bench_function(BenchmarkId::new("plan", label), |b| {
+            b.iter(|| black_box(check(&catalog, &config).expect("checked")))
+        });
+        group.bench_function(BenchmarkId::new("plan_init_start", label), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (catalog, config) = (&catalog, &config);
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let (host, took) = started(catalog, config).await;
+                        total += took;
+                        host.stop().await.expect("stopped");
+                    }
+                    total
+                }
+            })
+        });
+        group.bench_function(BenchmarkId::new("stop", label), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (catalog, config) = (&catalog, &config);
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let (host, _) = started(catalog, config).await;
+                        let begin = Instant::now();
+                        host.stop().await.expect("stopped");
+                        total += begin.elapsed();
+                    }
+                    total
+                }
+            })
+        });
+        group.bench_function(BenchmarkId::new("baseline_direct_hooks", label), |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut nodes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let config = black_box(NoConfig::default());
+                    nodes.push(
+                        async { Ok::<_, BoxError>(Node) }
+                            .boxed()
+                            .await
+                            .map(|node| (node, config)),
+                    );
+                }
+                for (node, _) in nodes.iter_mut().flatten() {
+                    hook(node).await.expect("trivial");
+                }
+                for (node, _) in nodes.iter_mut().flatten().rev() {
+                    hook(node).await.expect("trivial");
+                }
+                black_box(nodes)
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, startup);

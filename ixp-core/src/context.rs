@@ -112,20 +112,22 @@ impl fmt::Debug for PluginContext {
 
 impl PluginContext {
     pub(crate) fn new(
-        plugin: &str,
+        plugin: &Arc<str>,
         config: Arc<IxpConfig>,
         registries: Registries<'_>,
         server: ServerHandle,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
-                plugin: plugin.into(),
-                logger: Logger::new(plugin),
+                plugin: plugin.clone(),
+                logger: Logger {
+                    plugin: plugin.clone(),
+                },
                 config,
-                events: registries.events.scoped(plugin),
-                services: registries.services.scoped(plugin),
+                events: registries.events.scoped(plugin.clone()),
+                services: registries.services.scoped(plugin.clone()),
                 #[cfg(feature = "http")]
-                http: registries.http.scoped(plugin),
+                http: registries.http.scoped(plugin.clone()),
                 server,
                 tasks: Mutex::new(Vec::new()),
             }),

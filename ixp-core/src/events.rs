@@ -52,13 +52,13 @@
 //! # Ok(()) }
 //! ```
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -289,8 +289,6 @@ impl<E: Into<BoxError> + Send + 'static> HandlerOutput for Result<(), E> {
     }
 }
 
-type HandlerFn = dyn Fn(Event) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(String),
@@ -376,12 +374,55 @@ impl Pattern {
     }
 }
 
+/// A subscription's handler, type-erased.
+enum Handler {
+    /// The handler returns `std::future::Ready` (a synchronous body): it is called
+    /// without boxing a future.
+    Ready(Box<dyn Fn(Event) -> Result<(), BoxError> + Send + Sync>),
+    /// Any other future, boxed.
+    Async(Box<dyn Fn(Event) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>),
+}
+
+impl Handler {
+    fn new<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerOutput,
+    {
+        if TypeId::of::<Fut>() == TypeId::of::<std::future::Ready<Fut::Output>>() {
+            return Handler::Ready(Box::new(move |event| {
+                let mut future = Some(handler(event));
+                let ready = (&mut future as &mut dyn Any)
+                    .downcast_mut::<Option<std::future::Ready<Fut::Output>>>()
+                    .and_then(Option::take);
+                match ready {
+                    Some(ready) => ready.into_inner().into_result(),
+                    None => Err("internal error: a ready handler returned another future".into()),
+                }
+            }));
+        }
+        Handler::Async(Box::new(move |event| {
+            handler(event).map(HandlerOutput::into_result).boxed()
+        }))
+    }
+}
+
 /// What a subscription's worker needs; it outlives the routing entry so that queued
 /// events are still handled after unsubscribing.
 struct SubCore {
     pattern: Pattern,
     owner: Option<Arc<str>>,
-    handler: Arc<HandlerFn>,
+    handler: Handler,
+}
+
+/// A subscription's queue and worker, started on the first queued event.
+#[derive(Default)]
+struct Queue {
+    sender: Option<mpsc::Sender<Event>>,
+    worker: Option<JoinHandle<()>>,
+    /// The subscription was removed: no new events, the worker drains and ends.
+    closed: bool,
 }
 
 struct Sub {
@@ -390,16 +431,40 @@ struct Sub {
     options: SubscribeOptions,
     fired: AtomicBool,
     dropped: Arc<AtomicU64>,
-    queue: OnceLock<mpsc::Sender<Event>>,
-    worker: std::sync::Mutex<Option<JoinHandle<()>>>,
+    queue: Mutex<Queue>,
+}
+
+impl Sub {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the queue (its worker ends once the queued events are handled); the
+    /// worker, to wait for.
+    fn close(&self) -> Option<JoinHandle<()>> {
+        let mut queue = self.lock_queue();
+        queue.closed = true;
+        queue.sender = None;
+        queue.worker.take()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock_queue().closed
+    }
 }
 
 type Tap = Arc<dyn Fn(&Event) + Send + Sync>;
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The routing table: exact topics by hash, wildcard patterns by their first segment.
+/// Every list is in subscription order (ascending id).
 #[derive(Default, Clone)]
 struct Routes {
-    exact: HashMap<Arc<str>, Vec<Arc<Sub>>>,
-    wild: Vec<Arc<Sub>>,
+    exact: FastMap<Arc<str>, Vec<Arc<Sub>>>,
+    /// Wildcard patterns whose first segment is a literal, by that literal.
+    wild_by_first: FastMap<Box<str>, Vec<Arc<Sub>>>,
+    /// Wildcard patterns that start with `*` or `**`.
+    wild_any: Vec<Arc<Sub>>,
     taps: Vec<Tap>,
 }
 
@@ -424,67 +489,152 @@ impl Routes {
         self.exact.get(topic).map_or(&[], Vec::as_slice)
     }
 
-    /// `exact` (the topic's exact subscriptions), then the matching wildcard ones.
+    /// `exact` (the topic's exact subscriptions), then the matching wildcard ones in
+    /// subscription order. Only the wildcard patterns that share the topic's first
+    /// segment (or start with a wildcard) are tried.
     fn matching<'a>(
         &'a self,
         exact: &'a [Arc<Sub>],
         topic: &'a str,
     ) -> impl Iterator<Item = &'a Arc<Sub>> + 'a {
-        let exact = exact.iter();
-        let wild = self
-            .wild
-            .iter()
-            .filter(move |s| s.core.pattern.matches(topic));
-        exact.chain(wild)
+        let first = topic.split('.').next().unwrap_or(topic);
+        let by_first = self.wild_by_first.get(first).map_or(&[][..], Vec::as_slice);
+        let wild =
+            merge_by_id(by_first, &self.wild_any).filter(move |s| s.core.pattern.matches(topic));
+        exact.iter().chain(wild)
     }
 
-    fn remove(&mut self, keep: impl Fn(&Sub) -> bool) -> Vec<Arc<Sub>> {
-        let mut removed = Vec::new();
-        for subs in self.exact.values_mut() {
-            subs.retain(|s| {
-                keep(s) || {
-                    removed.push(s.clone());
-                    false
+    fn has_subscribers(&self, topic: &str) -> bool {
+        !self.taps.is_empty()
+            || !self.exact_subs(topic).is_empty()
+            || self.matching(&[], topic).next().is_some()
+    }
+
+    fn subscriptions(&self) -> impl Iterator<Item = &Arc<Sub>> {
+        self.exact
+            .values()
+            .chain(self.wild_by_first.values())
+            .flatten()
+            .chain(self.wild_any.iter())
+    }
+
+    fn list_of(&mut self, pattern: &Pattern) -> &mut Vec<Arc<Sub>> {
+        match pattern {
+            Pattern::Exact(topic) => self.exact.entry(topic.clone()).or_default(),
+            Pattern::Wild(segments) => match segments.first() {
+                Some(Segment::Literal(first)) => {
+                    self.wild_by_first.entry(first.as_str().into()).or_default()
                 }
-            });
+                _ => &mut self.wild_any,
+            },
         }
-        self.exact.retain(|_, subs| !subs.is_empty());
-        self.wild.retain(|s| {
-            keep(s) || {
-                removed.push(s.clone());
-                false
+    }
+
+    fn insert(&mut self, sub: Arc<Sub>) {
+        self.list_of(&sub.core.pattern).push(sub);
+    }
+
+    fn remove(&mut self, sub: &Sub) {
+        let pattern = &sub.core.pattern;
+        let list = self.list_of(pattern);
+        list.retain(|s| s.id != sub.id);
+        if list.is_empty() {
+            match pattern {
+                Pattern::Exact(topic) => {
+                    self.exact.remove(topic);
+                }
+                Pattern::Wild(segments) => {
+                    if let Some(Segment::Literal(first)) = segments.first() {
+                        self.wild_by_first.remove(first.as_str());
+                    }
+                }
             }
-        });
-        removed
+        }
     }
 }
 
+/// `a` and `b` (each in ascending id order) merged in ascending id order.
+fn merge_by_id<'a>(a: &'a [Arc<Sub>], b: &'a [Arc<Sub>]) -> impl Iterator<Item = &'a Arc<Sub>> {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x.id < y.id => {
+                i += 1;
+                x
+            }
+            (_, Some(y)) => {
+                j += 1;
+                y
+            }
+            (Some(x), None) => {
+                i += 1;
+                x
+            }
+            (None, None) => return None,
+        };
+        Some(next)
+    })
+}
+
+/// The table subscriptions change, with the subscriptions of each owner.
+#[derive(Default)]
+struct Table {
+    routes: Routes,
+    by_owner: FastMap<Arc<str>, Vec<Arc<Sub>>>,
+}
+
+impl Table {
+    fn remove(&mut self, sub: &Sub) {
+        self.routes.remove(sub);
+        if let Some(owner) = &sub.core.owner {
+            if let Some(subs) = self.by_owner.get_mut(owner) {
+                subs.retain(|s| s.id != sub.id);
+                if subs.is_empty() {
+                    self.by_owner.remove(owner);
+                }
+            }
+        }
+    }
+}
+
+/// The bus's state. Changes go to `table`; publishers read `routes`, an immutable copy
+/// of it that is rebuilt on the first read after a change (so a burst of subscriptions,
+/// as when plugins start, costs one copy, not one per subscription).
 struct BusInner {
+    table: Mutex<Table>,
     routes: RwLock<Arc<Routes>>,
+    /// `routes` is older than `table`.
+    stale: AtomicBool,
     next_id: AtomicU64,
 }
 
 impl BusInner {
     fn snapshot(&self) -> Arc<Routes> {
-        match self.routes.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        if self.stale.load(Ordering::Acquire) {
+            let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            if self.stale.load(Ordering::Acquire) {
+                let fresh = Arc::new(table.routes.clone());
+                *self.routes.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                self.stale.store(false, Ordering::Release);
+            }
         }
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    fn update<R>(&self, change: impl FnOnce(&mut Routes) -> R) -> R {
-        let mut guard = match self.routes.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut routes = (**guard).clone();
-        let result = change(&mut routes);
-        *guard = Arc::new(routes);
+    fn update<R>(&self, change: impl FnOnce(&mut Table) -> R) -> R {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let result = change(&mut table);
+        self.stale.store(true, Ordering::Release);
         result
     }
 
-    fn unsubscribe(&self, id: u64) -> Vec<Arc<Sub>> {
-        self.update(|routes| routes.remove(|s| s.id != id))
+    /// Removes a subscription and closes its queue; its worker, if it has one.
+    fn unsubscribe(&self, sub: &Sub) -> Option<JoinHandle<()>> {
+        self.update(|table| table.remove(sub));
+        sub.close()
     }
 }
 
@@ -505,7 +655,11 @@ impl fmt::Debug for EventBus {
         f.debug_struct("EventBus")
             .field("owner", &self.owner)
             .field("topics", &routes.exact.len())
-            .field("wildcard_subscriptions", &routes.wild.len())
+            .field(
+                "wildcard_subscriptions",
+                &(routes.wild_any.len()
+                    + routes.wild_by_first.values().map(Vec::len).sum::<usize>()),
+            )
             .finish()
     }
 }
@@ -521,16 +675,15 @@ impl Default for EventBus {
 #[must_use = "dropping a Subscription unsubscribes at once; keep it, or call .detach()"]
 pub struct Subscription {
     bus: Weak<BusInner>,
-    id: u64,
+    sub: Arc<Sub>,
     pattern: String,
-    dropped: Arc<AtomicU64>,
     detached: bool,
 }
 
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("id", &self.id)
+            .field("id", &self.sub.id)
             .field("pattern", &self.pattern)
             .finish()
     }
@@ -553,20 +706,13 @@ impl Subscription {
 
     /// Events dropped for this subscription because its queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.sub.dropped.load(Ordering::Relaxed)
     }
 
     /// Whether the subscription is still registered on its bus.
     pub fn is_active(&self) -> bool {
-        self.bus.upgrade().is_some_and(|bus| {
-            let routes = bus.snapshot();
-            routes
-                .exact
-                .values()
-                .flatten()
-                .chain(routes.wild.iter())
-                .any(|s| s.id == self.id)
-        })
+        let fired_once = self.sub.options.once && self.sub.fired.load(Ordering::Acquire);
+        self.bus.strong_count() > 0 && !self.sub.is_closed() && !fired_once
     }
 }
 
@@ -574,7 +720,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         if !self.detached {
             if let Some(bus) = self.bus.upgrade() {
-                bus.unsubscribe(self.id);
+                bus.unsubscribe(&self.sub);
             }
         }
     }
@@ -614,15 +760,17 @@ impl EventBus {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(BusInner {
+                table: Mutex::new(Table::default()),
                 routes: RwLock::new(Arc::new(Routes::default())),
+                stale: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
             }),
             owner: None,
         }
     }
 
-    /// The same bus, acting for `owner` (a plugin name).
-    pub fn scoped(&self, owner: &str) -> Self {
+    /// The same bus, acting for `owner` (a plugin name: a `&str`, or an `Arc<str>` to share).
+    pub fn scoped(&self, owner: impl Into<Arc<str>>) -> Self {
         Self {
             inner: self.inner.clone(),
             owner: Some(owner.into()),
@@ -630,6 +778,9 @@ impl EventBus {
     }
 
     /// Subscribes `handler` to `pattern` with default options.
+    ///
+    /// A handler that returns `std::future::ready(..)` (a synchronous body) runs without
+    /// a boxed future; any other future is boxed once per call.
     pub fn on<F, Fut>(&self, pattern: &str, handler: F) -> Result<Subscription, EventError>
     where
         F: Fn(Event) -> Fut + Send + Sync + 'static,
@@ -666,39 +817,36 @@ impl EventBus {
         Fut::Output: HandlerOutput,
     {
         let parsed = Pattern::parse(pattern)?;
-        let handler: Arc<HandlerFn> =
-            Arc::new(move |event| handler(event).map(HandlerOutput::into_result).boxed());
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let dropped = Arc::new(AtomicU64::new(0));
         let sub = Arc::new(Sub {
             id,
             core: Arc::new(SubCore {
                 pattern: parsed,
                 owner: self.owner.clone(),
-                handler,
+                handler: Handler::new(handler),
             }),
             options: SubscribeOptions {
                 capacity: options.capacity.max(1),
                 ..options
             },
             fired: AtomicBool::new(false),
-            dropped: dropped.clone(),
-            queue: OnceLock::new(),
-            worker: std::sync::Mutex::new(None),
+            dropped: Arc::new(AtomicU64::new(0)),
+            queue: Mutex::new(Queue::default()),
         });
-        self.inner.update(|routes| match &sub.core.pattern {
-            Pattern::Exact(topic) => routes
-                .exact
-                .entry(topic.clone())
-                .or_default()
-                .push(sub.clone()),
-            Pattern::Wild(_) => routes.wild.push(sub.clone()),
+        self.inner.update(|table| {
+            table.routes.insert(sub.clone());
+            if let Some(owner) = &self.owner {
+                table
+                    .by_owner
+                    .entry(owner.clone())
+                    .or_default()
+                    .push(sub.clone());
+            }
         });
         Ok(Subscription {
             bus: Arc::downgrade(&self.inner),
-            id,
+            sub,
             pattern: pattern.to_owned(),
-            dropped,
             detached: false,
         })
     }
@@ -706,6 +854,21 @@ impl EventBus {
     /// Unsubscribes (the same as dropping the subscription).
     pub fn off(&self, subscription: Subscription) {
         subscription.cancel();
+    }
+
+    /// Whether an event on `topic` would reach anything: a subscription whose pattern
+    /// matches it, or a [`tap`](Self::tap). Publishers use it to skip building events
+    /// nobody receives.
+    ///
+    /// ```
+    /// # let bus = ixp_core::events::EventBus::new();
+    /// assert!(!bus.has_subscribers("order.paid"));
+    /// let _sub = bus.on("order.*", |_event| async {})?;
+    /// assert!(bus.has_subscribers("order.paid"));
+    /// # Ok::<(), ixp_core::events::EventError>(())
+    /// ```
+    pub fn has_subscribers(&self, topic: &str) -> bool {
+        self.inner.snapshot().has_subscribers(topic)
     }
 
     /// Emits an event without waiting for handlers (see the module docs for ordering
@@ -728,18 +891,17 @@ impl EventBus {
         routes.tap(&event);
         let mut queued = 0;
         for sub in routes.matching(exact, &event.topic) {
-            if sub.options.once && sub.fired.swap(true, Ordering::AcqRel) {
+            if !self.fire(sub) {
                 continue;
             }
-            let sender = self.queue_of(sub);
+            let Some(sender) = self.queue_of(sub) else {
+                continue;
+            };
             let delivered = match sub.options.overflow {
                 Overflow::Wait => sender.send(event.clone()).await.is_ok(),
                 Overflow::DropNewest => self.try_queue(sub, &sender, &event),
             };
             queued += usize::from(delivered);
-            if sub.options.once {
-                self.inner.unsubscribe(sub.id);
-            }
         }
         queued
     }
@@ -753,13 +915,11 @@ impl EventBus {
         routes.tap(&event);
         let mut queued = 0;
         for sub in routes.matching(exact, &event.topic) {
-            if sub.options.once && sub.fired.swap(true, Ordering::AcqRel) {
+            if !self.fire(sub) {
                 continue;
             }
-            let sender = self.queue_of(sub);
-            queued += usize::from(self.try_queue(sub, &sender, &event));
-            if sub.options.once {
-                self.inner.unsubscribe(sub.id);
+            if let Some(sender) = self.queue_of(sub) {
+                queued += usize::from(self.try_queue(sub, &sender, &event));
             }
         }
         queued
@@ -769,20 +929,27 @@ impl EventBus {
     /// all are done. Failures are also logged and published as `error.occurred`.
     pub async fn emit_and_wait<T: Payload>(&self, topic: &str, payload: T) -> DeliveryReport {
         let routes = self.inner.snapshot();
-        let (topic, exact) = routes.exact_route(topic);
-        let event = self.event(topic, payload);
+        let (key, exact) = routes.exact_route(topic);
+        let event = self.event(key, payload);
         routes.tap(&event);
         let mut report = DeliveryReport::default();
-        for sub in routes.matching(exact, &event.topic) {
-            if sub.options.once {
-                if sub.fired.swap(true, Ordering::AcqRel) {
-                    continue;
-                }
-                self.inner.unsubscribe(sub.id);
+        let mut subs = routes.matching(exact, topic).peekable();
+        // The last handler gets the event itself, the others a clone.
+        let mut event = Some(event);
+        while let Some(sub) = subs.next() {
+            if !self.fire(sub) {
+                continue;
             }
+            let this = match subs.peek() {
+                Some(_) => event.clone(),
+                None => event.take(),
+            };
+            let Some(this) = this else {
+                break;
+            };
             report.handled += 1;
-            if let Err(message) = run_handler(&sub.core, event.clone()).await {
-                report_failure(Some(&self.inner), &sub.core, &event.topic, &message);
+            if let Err(message) = run_handler(&sub.core, this).await {
+                report_failure(Some(&self.inner), &sub.core, topic, &message);
                 report.failures.push(HandlerFailure {
                     owner: sub.core.owner.as_deref().map(str::to_owned),
                     pattern: sub.core.pattern.as_string(),
@@ -820,18 +987,14 @@ impl EventBus {
     /// before any handler runs (for recording in tests and for bridges). Taps cannot be
     /// removed; they live as long as the bus.
     pub fn tap(&self, tap: impl Fn(&Event) + Send + Sync + 'static) {
-        self.inner.update(|routes| routes.taps.push(Arc::new(tap)));
+        self.inner
+            .update(|table| table.routes.taps.push(Arc::new(tap)));
     }
 
-    /// Every current subscription (pattern and owner).
+    /// Every current subscription (pattern and owner), in subscription order.
     pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
         let routes = self.inner.snapshot();
-        let mut subs: Vec<&Arc<Sub>> = routes
-            .exact
-            .values()
-            .flatten()
-            .chain(routes.wild.iter())
-            .collect();
+        let mut subs: Vec<&Arc<Sub>> = routes.subscriptions().collect();
         subs.sort_by_key(|s| s.id);
         subs.iter()
             .map(|s| SubscriptionInfo {
@@ -844,10 +1007,29 @@ impl EventBus {
     /// Removes every subscription made for `owner`; returns the workers still draining
     /// their queues (the host waits for them, bounded by the plugin's hook timeout).
     pub fn remove_owner(&self, owner: &str) -> Vec<JoinHandle<()>> {
-        let removed = self
-            .inner
-            .update(|routes| routes.remove(|s| s.core.owner.as_deref() != Some(owner)));
-        drain_handles(removed)
+        let mut table = self.inner.table.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(subs) = table.by_owner.remove(owner) else {
+            return Vec::new();
+        };
+        for sub in &subs {
+            table.routes.remove(sub);
+        }
+        self.inner.stale.store(true, Ordering::Release);
+        drop(table);
+        subs.iter().filter_map(|sub| sub.close()).collect()
+    }
+
+    /// Whether `sub` takes this event: false for a `once` subscription that fired
+    /// already; a `once` subscription firing now is removed.
+    fn fire(&self, sub: &Arc<Sub>) -> bool {
+        if !sub.options.once {
+            return true;
+        }
+        if sub.fired.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.inner.update(|table| table.remove(sub));
+        true
     }
 
     fn event<T: Payload>(&self, topic: Arc<str>, payload: T) -> Event {
@@ -878,48 +1060,55 @@ impl EventBus {
         }
     }
 
-    fn queue_of(&self, sub: &Arc<Sub>) -> mpsc::Sender<Event> {
-        sub.queue
-            .get_or_init(|| {
-                let (tx, mut rx) = mpsc::channel::<Event>(sub.options.capacity);
-                let core = sub.core.clone();
-                let bus = Arc::downgrade(&self.inner);
-                let span = tracing::info_span!(
-                    "subscription",
-                    plugin = core.owner.as_deref().unwrap_or("-"),
-                    pattern = %core.pattern.as_string()
-                );
-                // The worker ends once every sender is gone (the subscription was
-                // removed) and the queue is empty.
-                let worker = tokio::spawn(
-                    async move {
-                        while let Some(event) = rx.recv().await {
-                            let topic = event.topic.clone();
-                            if let Err(message) = run_handler(&core, event).await {
-                                let bus = bus.upgrade();
-                                report_failure(bus.as_ref(), &core, &topic, &message);
-                            }
-                        }
+    /// The subscription's queue, started (with its worker) on first use; `None` once the
+    /// subscription was removed.
+    fn queue_of(&self, sub: &Arc<Sub>) -> Option<mpsc::Sender<Event>> {
+        let mut queue = sub.lock_queue();
+        if queue.closed {
+            return None;
+        }
+        if let Some(sender) = &queue.sender {
+            return Some(sender.clone());
+        }
+        let (tx, mut rx) = mpsc::channel::<Event>(sub.options.capacity);
+        let core = sub.core.clone();
+        let bus = Arc::downgrade(&self.inner);
+        let span = tracing::info_span!(
+            "subscription",
+            plugin = core.owner.as_deref().unwrap_or("-"),
+            pattern = %core.pattern.as_string()
+        );
+        // The worker ends once every sender is gone (the subscription was removed) and
+        // the queue is empty.
+        let worker = tokio::spawn(
+            async move {
+                while let Some(event) = rx.recv().await {
+                    let topic = event.topic.clone();
+                    if let Err(message) = run_handler(&core, event).await {
+                        let bus = bus.upgrade();
+                        report_failure(bus.as_ref(), &core, &topic, &message);
                     }
-                    .instrument(span),
-                );
-                *sub.worker.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker);
-                tx
-            })
-            .clone()
+                }
+            }
+            .instrument(span),
+        );
+        queue.worker = Some(worker);
+        queue.sender = Some(tx.clone());
+        Some(tx)
     }
-}
-
-fn drain_handles(removed: Vec<Arc<Sub>>) -> Vec<JoinHandle<()>> {
-    removed
-        .into_iter()
-        .filter_map(|sub| sub.worker.lock().unwrap_or_else(|p| p.into_inner()).take())
-        .collect()
 }
 
 /// Runs one handler call, isolating errors and panics; the error or panic message.
 async fn run_handler(sub: &SubCore, event: Event) -> Result<(), String> {
-    let outcome = AssertUnwindSafe((sub.handler)(event)).catch_unwind().await;
+    let outcome = match &sub.handler {
+        Handler::Ready(handler) => std::panic::catch_unwind(AssertUnwindSafe(|| handler(event))),
+        Handler::Async(handler) => {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| handler(event))) {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(panic) => Err(panic),
+            }
+        }
+    };
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(err.to_string()),

@@ -37,10 +37,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
+use futures::FutureExt;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{watch, RwLock};
-use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::config::IxpConfig;
@@ -242,7 +242,7 @@ struct Slot {
 
 struct HostShared {
     slots: Vec<Slot>,
-    index: HashMap<String, usize>,
+    index: HashMap<&'static str, usize>,
     events: EventBus,
     services: ServiceRegistry,
     #[cfg(feature = "http")]
@@ -428,7 +428,7 @@ impl Host {
             let index = slots
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (s.name.to_string(), i))
+                .map(|(i, s)| (s.metadata.name, i))
                 .collect();
             HostShared {
                 slots,

@@ -223,7 +223,7 @@ impl HttpRoutes {
         routes
     }
 
-    pub(crate) fn scoped(&self, owner: &str) -> Self {
+    pub(crate) fn scoped(&self, owner: impl Into<Arc<str>>) -> Self {
         Self {
             inner: self.inner.clone(),
             owner: Some(owner.into()),

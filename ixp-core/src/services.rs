@@ -145,8 +145,8 @@ impl ServiceRegistry {
         Self::default()
     }
 
-    /// The same registry, acting for `owner` (a plugin name).
-    pub fn scoped(&self, owner: &str) -> Self {
+    /// The same registry, acting for `owner` (a plugin name: a `&str`, or an `Arc<str>` to share).
+    pub fn scoped(&self, owner: impl Into<Arc<str>>) -> Self {
         Self {
             inner: self.inner.clone(),
             owner: Some(owner.into()),

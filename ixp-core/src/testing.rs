@@ -88,7 +88,7 @@ impl MockPluginContext {
             http: &http,
         };
         let ctx = PluginContext::new(
-            plugin,
+            &Arc::from(plugin),
             Arc::new(config),
             registries,
             ServerHandle::detached(),

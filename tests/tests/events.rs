@@ -351,3 +351,111 @@ async fn a_scoped_bus_marks_the_source_of_its_events() {
     assert_eq!(rx.recv().await, Some(Some("greeter".to_owned())));
     assert_eq!(rx.recv().await, Some(None));
 }
+
+#[tokio::test]
+async fn inline_handlers_run_exact_first_then_wildcards_in_subscription_order() {
+    let bus = EventBus::new();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut subs = Vec::new();
+    // Wildcards by first segment and leading wildcards, interleaved, around an exact one.
+    for (label, pattern) in [
+        ("any-1", "*.paid"),
+        ("first-1", "order.*"),
+        ("exact", "order.paid"),
+        ("any-2", "**"),
+        ("other", "user.*"),
+        ("first-2", "order.**"),
+        ("sync", "order.paid"),
+    ] {
+        let order = order.clone();
+        let sub = if label == "sync" {
+            // A synchronous body (std::future::Ready) takes the unboxed path.
+            bus.on(pattern, move |_event: Event| {
+                order.lock().expect("lock").push(label);
+                std::future::ready(())
+            })
+        } else {
+            bus.on(pattern, move |_event: Event| {
+                let order = order.clone();
+                async move { order.lock().expect("lock").push(label) }
+            })
+        };
+        subs.push(sub.expect("subscribed"));
+    }
+    let report = bus.emit_and_wait("order.paid", 1u32).await;
+    assert_eq!(report.handled, 6);
+    assert_eq!(
+        *order.lock().expect("lock"),
+        ["exact", "sync", "any-1", "first-1", "any-2", "first-2"]
+    );
+}
+
+#[tokio::test]
+async fn has_subscribers_follows_subscriptions_taps_and_owners() {
+    let bus = EventBus::new();
+    assert!(!bus.has_subscribers("order.paid"));
+    let sub = bus.on("order.*", |_e: Event| async {}).expect("subscribed");
+    assert!(bus.has_subscribers("order.paid"));
+    assert!(!bus.has_subscribers("order.paid.late"));
+    assert!(!bus.has_subscribers("user.created"));
+    drop(sub);
+    assert!(!bus.has_subscribers("order.paid"));
+    bus.scoped("shop-plugin")
+        .on("user.created", |_e: Event| async {})
+        .expect("subscribed")
+        .detach();
+    assert!(bus.has_subscribers("user.created"));
+    assert!(bus.remove_owner("shop-plugin").is_empty());
+    assert!(!bus.has_subscribers("user.created"));
+    bus.tap(|_| {});
+    assert!(bus.has_subscribers("anything"), "a tap sees every event");
+}
+
+#[tokio::test]
+async fn a_panic_while_making_the_handler_future_is_caught_too() {
+    let bus = EventBus::new();
+    let _sub = bus
+        .on("boom", |_e: Event| -> std::future::Ready<()> {
+            panic!("sync body")
+        })
+        .expect("subscribed");
+    let _late = bus
+        .on(
+            "boom",
+            |_e: Event| -> futures::future::BoxFuture<'static, ()> { panic!("before the future") },
+        )
+        .expect("subscribed");
+    let report = bus.emit_and_wait("boom", ()).await;
+    assert_eq!(report.handled, 2);
+    let messages: Vec<&str> = report.failures.iter().map(|f| f.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "handler panicked: sync body",
+            "handler panicked: before the future"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn thousands_of_subscriptions_come_and_go_and_a_once_subscription_ends_inactive() {
+    let bus = EventBus::new();
+    let scoped = bus.scoped("many-plugin");
+    let subs: Vec<_> = (0..5000)
+        .map(|i| {
+            scoped
+                .on(&format!("topic.{i}"), |_e: Event| async {})
+                .expect("subscribed")
+        })
+        .collect();
+    assert_eq!(bus.emit_and_wait("topic.4999", ()).await.handled, 1);
+    drop(subs);
+    assert_eq!(bus.emit_and_wait("topic.4999", ()).await.handled, 0);
+    assert!(bus.subscriptions().is_empty());
+
+    let once = bus.once("tick", |_e: Event| async {}).expect("subscribed");
+    assert!(once.is_active());
+    assert_eq!(bus.emit_and_wait("tick", ()).await.handled, 1);
+    assert!(!once.is_active());
+    assert_eq!(bus.emit_and_wait("tick", ()).await.handled, 0);
+}
