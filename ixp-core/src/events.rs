@@ -58,7 +58,9 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use arc_swap::ArcSwap;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -497,8 +499,12 @@ impl Routes {
         exact: &'a [Arc<Sub>],
         topic: &'a str,
     ) -> impl Iterator<Item = &'a Arc<Sub>> + 'a {
-        let first = topic.split('.').next().unwrap_or(topic);
-        let by_first = self.wild_by_first.get(first).map_or(&[][..], Vec::as_slice);
+        let by_first = if self.wild_by_first.is_empty() {
+            &[][..]
+        } else {
+            let first = topic.split('.').next().unwrap_or(topic);
+            self.wild_by_first.get(first).map_or(&[][..], Vec::as_slice)
+        };
         let wild =
             merge_by_id(by_first, &self.wild_any).filter(move |s| s.core.pattern.matches(topic));
         exact.iter().chain(wild)
@@ -602,26 +608,23 @@ impl Table {
 /// as when plugins start, costs one copy, not one per subscription).
 struct BusInner {
     table: Mutex<Table>,
-    routes: RwLock<Arc<Routes>>,
+    routes: ArcSwap<Routes>,
     /// `routes` is older than `table`.
     stale: AtomicBool,
     next_id: AtomicU64,
 }
 
 impl BusInner {
-    fn snapshot(&self) -> Arc<Routes> {
+    /// The current routes (a guard that costs no reference count in the common case).
+    fn snapshot(&self) -> arc_swap::Guard<Arc<Routes>> {
         if self.stale.load(Ordering::Acquire) {
             let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
             if self.stale.load(Ordering::Acquire) {
-                let fresh = Arc::new(table.routes.clone());
-                *self.routes.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                self.routes.store(Arc::new(table.routes.clone()));
                 self.stale.store(false, Ordering::Release);
             }
         }
-        self.routes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.routes.load()
     }
 
     fn update<R>(&self, change: impl FnOnce(&mut Table) -> R) -> R {
@@ -761,7 +764,7 @@ impl EventBus {
         Self {
             inner: Arc::new(BusInner {
                 table: Mutex::new(Table::default()),
-                routes: RwLock::new(Arc::new(Routes::default())),
+                routes: ArcSwap::from_pointee(Routes::default()),
                 stale: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
             }),
