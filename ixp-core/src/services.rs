@@ -98,12 +98,15 @@ struct FactoryEntry {
     owner: Option<Arc<str>>,
 }
 
+/// A hash map with a fast hasher: look-ups are on every request path.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Inner {
-    services: HashMap<String, Entry>,
+    services: FastMap<String, Entry>,
     /// The services of each type (name and value), so that `get_typed` does not scan
     /// every service. Kept in step with `services`.
-    by_type: HashMap<TypeId, Vec<(String, AnyService)>>,
+    by_type: FastMap<TypeId, Vec<(String, AnyService)>>,
     factories: HashMap<String, FactoryEntry>,
     providers: HashMap<String, String>,
 }
