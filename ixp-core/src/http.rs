@@ -429,29 +429,29 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
 async fn request_events(State(events): State<EventBus>, request: Request, next: Next) -> Response {
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-    let method = request.method().to_string();
-    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
     let started = Instant::now();
-    events
-        .emit(
-            RequestStarted::TOPIC,
-            RequestStarted {
-                id,
-                method: method.clone(),
-                path: path.clone(),
-            },
-        )
-        .await;
+    // Events nobody receives are not built (a request then costs no allocation here).
+    if events.has_subscribers(RequestStarted::TOPIC) {
+        let started = RequestStarted {
+            id,
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+        };
+        events.emit(RequestStarted::TOPIC, started).await;
+    }
     // One `error.occurred` per failed request: the panic, or else the 5xx answer.
     let (response, error) = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => {
             let status = response.status();
             let error = status
                 .is_server_error()
-                .then(|| format!("{method} {path} answered {status}"));
+                .then(|| format!("{method} {} answered {status}", uri.path()));
             (response, error)
         }
         Err(panic) => {
+            let path = uri.path();
             let message = format!(
                 "handler of {method} {path} panicked: {}",
                 panic_message(&*panic)
@@ -478,21 +478,22 @@ async fn request_events(State(events): State<EventBus>, request: Request, next: 
             )
             .await;
     }
-    let status = response.status();
-    let completed = RequestCompleted {
-        id,
-        method,
-        path,
-        status: status.as_u16(),
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        response_size: response.body().size_hint().exact(),
-    };
-    events.emit(RequestCompleted::TOPIC, completed).await;
+    if events.has_subscribers(RequestCompleted::TOPIC) {
+        let completed = RequestCompleted {
+            id,
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            status: response.status().as_u16(),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            response_size: response.body().size_hint().exact(),
+        };
+        events.emit(RequestCompleted::TOPIC, completed).await;
+    }
     response
 }
 
 async fn health(State(server): State<ServerHandle>) -> Response {
-    let report = server.health().await;
+    let report = server.cached_health().await;
     let code = match report.status {
         HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
         HealthStatus::Healthy | HealthStatus::Degraded => StatusCode::OK,

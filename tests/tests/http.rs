@@ -8,13 +8,23 @@ use std::time::Duration;
 
 use ixp_core::axum::routing::get;
 use ixp_core::http::{RequestCompleted, RequestStarted};
+use ixp_core::config::Format;
 use ixp_core::{
-    ixp_plugin, BoxError, Catalog, Event, IxpServer, NoConfig, Plugin, PluginContext, PluginHealth,
+    ixp_plugin, BoxError, Catalog, ConfigLoader, Event, HealthStatus, IxpConfig, IxpServer,
+    NoConfig, Plugin, PluginContext, PluginHealth,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 static SICK: AtomicBool = AtomicBool::new(false);
+
+/// A config whose `GET /health` answers are reused for `cache` (`"0s"`: never).
+fn health_cache(cache: &str) -> IxpConfig {
+    ConfigLoader::new()
+        .text(Format::Toml, format!("[server]\nhealth_cache = \"{cache}\"\n"))
+        .load()
+        .expect("valid config")
+}
 
 #[ixp_plugin(name = "routes-plugin", version = "1.0.0")]
 struct RoutesPlugin;
@@ -101,6 +111,7 @@ async fn serve_router(server: &IxpServer) -> u16 {
 async fn health_ready_plugins_events_routes_and_panics() {
     let server = IxpServer::builder()
         .catalog(Catalog::new())
+        .config(health_cache("0s"))
         .plugin::<RoutesPlugin>(NoConfig {})
         .build()
         .expect("plan");
@@ -211,6 +222,27 @@ async fn health_ready_plugins_events_routes_and_panics() {
     server.stop().await.expect("stop");
     assert_eq!(get_path(port, "/items/7").await.0, 404);
     assert_eq!(get_path(port, "/health/ready").await.0, 503);
+
+    // With `health_cache`, polling /health reuses the last report (the checks do not
+    // run per call); Host::health is never cached. (Here, not in a test of its own:
+    // SICK is shared by the tests of this file.)
+    let cached = IxpServer::builder()
+        .catalog(Catalog::new())
+        .config(health_cache("1h"))
+        .plugin::<RoutesPlugin>(NoConfig {})
+        .build()
+        .expect("plan");
+    let port = serve_router(&cached).await;
+    cached.start().await.expect("start");
+    let (status, first) = get_path(port, "/health").await;
+    assert_eq!(status, 200, "{first}");
+    SICK.store(true, Ordering::SeqCst);
+    let (status, again) = get_path(port, "/health").await;
+    let fresh = cached.host().health().await;
+    SICK.store(false, Ordering::SeqCst);
+    assert_eq!((status, again), (200, first), "the cached report");
+    assert_eq!(fresh.status, HealthStatus::Unhealthy);
+    cached.stop().await.expect("stop");
 }
 
 #[tokio::test]

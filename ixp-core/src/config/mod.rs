@@ -488,6 +488,13 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde_compat")]
     #[schemars(with = "String")]
     pub health_timeout: Duration,
+    /// How long an answer of `GET /health` is reused: the plugins' health checks (which
+    /// may reach databases and other services) run at most once per this period, however
+    /// often the endpoint is polled, and concurrent calls share one run. `"0s"` runs them
+    /// on every call. [`Host::health`](crate::Host::health) is never cached.
+    #[serde(with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
+    pub health_cache: Duration,
 }
 
 impl Default for ServerSettings {
@@ -498,6 +505,7 @@ impl Default for ServerSettings {
             shutdown_timeout: Duration::from_secs(30),
             hook_timeout: Duration::from_secs(30),
             health_timeout: Duration::from_secs(5),
+            health_cache: Duration::from_secs(1),
         }
     }
 }
