@@ -172,7 +172,8 @@ struct Counters {
 
 struct Pending {
     enqueued: Instant,
-    body: Value,
+    /// The event as JSON, serialized once when it is tracked.
+    body: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -314,7 +315,7 @@ impl Analytics {
             timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             event: &event,
         };
-        let body = match serde_json::to_value(&wire) {
+        let body = match serde_json::to_vec(&wire) {
             Ok(body) => body,
             Err(e) => {
                 self.count_drop(None);
@@ -520,7 +521,7 @@ impl Sender {
 
     /// Waits until a batch is due (full, `flushInterval` old, a flush, a stop) and takes
     /// it; `None` once stopping with nothing left.
-    async fn next_batch(&self) -> Option<Vec<Value>> {
+    async fn next_batch(&self) -> Option<Vec<Vec<u8>>> {
         let shared = &self.shared;
         loop {
             let wait_until = {
@@ -534,7 +535,7 @@ impl Sender {
                             || buffer.queue[0].enqueued + shared.timing.flush_interval <= now));
                 if due {
                     let n = len.min(shared.batch_size);
-                    let batch: Vec<Value> = buffer.queue.drain(..n).map(|p| p.body).collect();
+                    let batch: Vec<Vec<u8>> = buffer.queue.drain(..n).map(|p| p.body).collect();
                     buffer.in_flight += n;
                     if buffer.queue.is_empty() {
                         buffer.flush_requested = false;
@@ -564,17 +565,19 @@ impl Sender {
 
     /// Sends one batch until it is delivered or given up; `false` if the stop deadline
     /// passed first (the batch is then counted as lost by `close`).
-    async fn deliver(&self, batch: Vec<Value>) -> bool {
+    async fn deliver(&self, batch: Vec<Vec<u8>>) -> bool {
         let shared = &self.shared;
         let count = batch.len();
-        let body = match serde_json::to_vec(&serde_json::json!({ "events": batch })) {
-            Ok(body) => body,
-            Err(e) => {
-                shared.record(false, count, None, Some(e.to_string()));
-                self.give_up(count, &format!("the batch cannot be serialized: {e}"));
-                return true;
+        // `{"events":[e1,e2,...]}` from the events serialized when they were tracked.
+        let mut body = Vec::with_capacity(batch.iter().map(|e| e.len() + 1).sum::<usize>() + 13);
+        body.extend_from_slice(br#"{"events":["#);
+        for (i, event) in batch.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
             }
-        };
+            body.extend_from_slice(event);
+        }
+        body.extend_from_slice(b"]}");
         let mut retries: u32 = 0;
         loop {
             let Some(attempt) = self.attempt(body.clone()).await else {

@@ -171,12 +171,11 @@ impl Plugin for AnalyticsPlugin {
             let analytics = self.analytics.clone();
             ctx.events()
                 .on(pattern, move |event: Event| {
-                    let analytics = analytics.clone();
                     // Only enqueue (a refusal is counted and logged by the service):
-                    // never wait for the collector here.
-                    async move {
-                        let _ = analytics.track_event(tracking::track_event(&event));
-                    }
+                    // never wait for the collector here. A synchronous body: the bus
+                    // calls it without boxing a future.
+                    let _ = analytics.track_event(tracking::track_event(&event));
+                    std::future::ready(())
                 })?
                 .detach();
         }
