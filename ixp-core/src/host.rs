@@ -252,8 +252,6 @@ struct HostShared {
     started: std::sync::atomic::AtomicBool,
     shutdown: watch::Sender<bool>,
     stop_listeners: Mutex<Vec<StopListener>>,
-    /// The last report of `GET /health` and when it was made.
-    health_cache: tokio::sync::Mutex<Option<(std::time::Instant, HealthReport)>>,
 }
 
 /// Builds a [`Host`]: catalog, config, plugins registered in code.
@@ -444,7 +442,6 @@ impl Host {
                 started: std::sync::atomic::AtomicBool::new(false),
                 shutdown: watch::channel(false).0,
                 stop_listeners: Mutex::new(Vec::new()),
-                health_cache: tokio::sync::Mutex::new(None),
             }
         });
         Self { shared }
@@ -916,23 +913,6 @@ impl HostShared {
         result
     }
 
-    /// The health report, reused for `server.health_cache`; one run at a time.
-    async fn cached_health(&self) -> HealthReport {
-        let ttl = self.config.server().health_cache;
-        if ttl.is_zero() {
-            return self.health().await;
-        }
-        let mut cache = self.health_cache.lock().await;
-        if let Some((at, report)) = &*cache {
-            if at.elapsed() < ttl {
-                return report.clone();
-            }
-        }
-        let report = self.health().await;
-        *cache = Some((std::time::Instant::now(), report.clone()));
-        report
-    }
-
     async fn health(&self) -> HealthReport {
         let timeout = self.config.server().health_timeout;
         let checks = self.slots.iter().enumerate().map(|(i, slot)| {
@@ -1057,13 +1037,11 @@ impl ServerHandle {
         }
     }
 
-    /// The health report of `GET /health`: reused for the server's `health_cache`
-    /// period, so that polling the endpoint cannot multiply the plugins' checks.
-    pub(crate) async fn cached_health(&self) -> HealthReport {
-        match self.shared.upgrade() {
-            Some(shared) => shared.cached_health().await,
-            None => HealthReport::from_plugins(BTreeMap::new()),
-        }
+    /// How long `GET /health` reuses its answer (`server.health_cache`).
+    pub(crate) fn health_cache(&self) -> Duration {
+        self.shared
+            .upgrade()
+            .map_or(Duration::ZERO, |shared| shared.config.server().health_cache)
     }
 
     /// Asks the server to shut down gracefully.

@@ -173,6 +173,23 @@ struct RoutesInner {
     middleware: Mutex<Vec<MiddlewareEntry>>,
     current: RwLock<Router>,
     server: ServerHandle,
+    health: Arc<HealthCache>,
+}
+
+/// The last answer of `GET /health`, reused for `server.health_cache`: the plugins'
+/// checks run at most once per period, one run at a time.
+#[derive(Default)]
+struct HealthCache {
+    answer: RwLock<Option<(Instant, StatusCode, axum::body::Bytes)>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl HealthCache {
+    fn fresh(&self, ttl: Duration) -> Option<Response> {
+        let answer = self.answer.read().unwrap_or_else(|p| p.into_inner());
+        let (at, code, body) = answer.as_ref()?;
+        (at.elapsed() < ttl).then(|| json_response(*code, body.clone()))
+    }
 }
 
 /// The routes and middleware plugins contribute. Cheap to clone; the one in a plugin's
@@ -216,6 +233,7 @@ impl HttpRoutes {
                 middleware: Mutex::new(Vec::new()),
                 current: RwLock::new(Router::new()),
                 server,
+                health: Arc::default(),
             }),
             owner: None,
         };
@@ -352,8 +370,12 @@ impl HttpRoutes {
 
     fn rebuild(&self) {
         let server = self.inner.server.clone();
+        let cache = self.inner.health.clone();
         let mut router = Router::new()
-            .route("/health", get(health))
+            .route(
+                "/health",
+                get(move |State(server): State<ServerHandle>| health(server, cache.clone())),
+            )
             .route("/health/live", get(live))
             .route("/health/ready", get(ready))
             .route("/plugins", get(plugins))
@@ -492,13 +514,51 @@ async fn request_events(State(events): State<EventBus>, request: Request, next: 
     response
 }
 
-async fn health(State(server): State<ServerHandle>) -> Response {
-    let report = server.cached_health().await;
+async fn health(server: ServerHandle, cache: Arc<HealthCache>) -> Response {
+    let ttl = server.health_cache();
+    if ttl.is_zero() {
+        let (code, body) = health_answer(&server).await;
+        return json_response(code, body);
+    }
+    if let Some(response) = cache.fresh(ttl) {
+        return response;
+    }
+    // One run at a time: the calls that waited here take its answer.
+    let _refresh = cache.refresh.lock().await;
+    if let Some(response) = cache.fresh(ttl) {
+        return response;
+    }
+    let (code, body) = health_answer(&server).await;
+    *cache.answer.write().unwrap_or_else(|p| p.into_inner()) =
+        Some((Instant::now(), code, body.clone()));
+    json_response(code, body)
+}
+
+/// Runs every plugin's health check: the status code and JSON body of `GET /health`.
+async fn health_answer(server: &ServerHandle) -> (StatusCode, axum::body::Bytes) {
+    let report = server.health().await;
     let code = match report.status {
         HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
         HealthStatus::Healthy | HealthStatus::Degraded => StatusCode::OK,
     };
-    (code, Json(report)).into_response()
+    match serde_json::to_vec(&report) {
+        Ok(body) => (code, body.into()),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"error": format!("health report: {e}")})
+                .to_string()
+                .into(),
+        ),
+    }
+}
+
+fn json_response(code: StatusCode, body: axum::body::Bytes) -> Response {
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 async fn live() -> Response {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ixp_core::axum::routing::get;
-use ixp_core::http::{RequestCompleted, RequestStarted};
 use ixp_core::config::Format;
+use ixp_core::http::{RequestCompleted, RequestStarted};
 use ixp_core::{
     ixp_plugin, BoxError, Catalog, ConfigLoader, Event, HealthStatus, IxpConfig, IxpServer,
     NoConfig, Plugin, PluginContext, PluginHealth,
@@ -21,7 +21,10 @@ static SICK: AtomicBool = AtomicBool::new(false);
 /// A config whose `GET /health` answers are reused for `cache` (`"0s"`: never).
 fn health_cache(cache: &str) -> IxpConfig {
     ConfigLoader::new()
-        .text(Format::Toml, format!("[server]\nhealth_cache = \"{cache}\"\n"))
+        .text(
+            Format::Toml,
+            format!("[server]\nhealth_cache = \"{cache}\"\n"),
+        )
         .load()
         .expect("valid config")
 }
