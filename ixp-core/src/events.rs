@@ -502,7 +502,7 @@ impl Routes {
         let by_first = if self.wild_by_first.is_empty() {
             &[][..]
         } else {
-            let first = topic.split('.').next().unwrap_or(topic);
+            let first = topic.find('.').map_or(topic, |dot| &topic[..dot]);
             self.wild_by_first.get(first).map_or(&[][..], Vec::as_slice)
         };
         let wild =
@@ -563,6 +563,7 @@ impl Routes {
 fn merge_by_id<'a>(a: &'a [Arc<Sub>], b: &'a [Arc<Sub>]) -> impl Iterator<Item = &'a Arc<Sub>> {
     let (mut i, mut j) = (0, 0);
     std::iter::from_fn(move || {
+        // Most buses have wildcard patterns of one kind only: then this is a plain walk.
         let next = match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) if x.id < y.id => {
                 i += 1;

@@ -171,7 +171,9 @@ struct MiddlewareEntry {
 struct RoutesInner {
     routes: Mutex<Vec<RouteEntry>>,
     middleware: Mutex<Vec<MiddlewareEntry>>,
-    current: RwLock<Router>,
+    /// The router requests go through: swapped whole on every mount and unmount, read
+    /// without a lock.
+    current: arc_swap::ArcSwap<Router>,
     server: ServerHandle,
     health: Arc<HealthCache>,
 }
@@ -231,7 +233,7 @@ impl HttpRoutes {
             inner: Arc::new(RoutesInner {
                 routes: Mutex::new(Vec::new()),
                 middleware: Mutex::new(Vec::new()),
-                current: RwLock::new(Router::new()),
+                current: arc_swap::ArcSwap::from_pointee(Router::new()),
                 server,
                 health: Arc::default(),
             }),
@@ -404,19 +406,11 @@ impl HttpRoutes {
                 },
             ));
         }
-        *self
-            .inner
-            .current
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = router;
+        self.inner.current.store(Arc::new(router));
     }
 
     fn current(&self) -> Router {
-        self.inner
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        Router::clone(&self.inner.current.load())
     }
 
     /// The whole application: request events and panic handling around the current
