@@ -813,7 +813,10 @@ impl HostShared {
         let instance = slot.instance.clone();
         let hook = async move {
             let plugin = ty.initialize(config, ctx).await?;
-            *instance.write().await = Some(plugin);
+            match instance.try_write() {
+                Ok(mut guard) => *guard = Some(plugin),
+                Err(_) => *instance.write().await = Some(plugin),
+            }
             Ok(())
         };
         run_guarded(hook, slot.ctx.logger().span(), slot.hook_timeout).await
@@ -824,7 +827,11 @@ impl HostShared {
         let instance = slot.instance.clone();
         let ctx = slot.ctx.clone();
         let run = async move {
-            let mut guard = instance.write().await;
+            // Uncontended (the usual case): no lock future to poll.
+            let mut guard = match instance.try_write() {
+                Ok(guard) => guard,
+                Err(_) => instance.write().await,
+            };
             let Some(plugin) = guard.as_mut() else {
                 return Err::<(), BoxError>("the plugin is not initialized".into());
             };

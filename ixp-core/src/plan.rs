@@ -187,26 +187,25 @@ pub(crate) fn plan_with(
 
     // Names: one group per name, in name order; a group of more than one registration
     // is a duplicate. (A sorted vector: cheaper than a tree map at 10,000 plugins.)
-    let mut sorted: Vec<usize> = (0..registrations.len()).collect();
-    sorted.sort_by(|&a, &b| metas[a].name.cmp(metas[b].name).then(a.cmp(&b)));
+    // (name, registration index): sorted by name, then by catalog order.
+    let mut sorted: Vec<(&'static str, usize)> =
+        metas.iter().enumerate().map(|(i, m)| (m.name, i)).collect();
+    sorted.sort_unstable();
     let mut groups: Vec<(&'static str, usize)> = Vec::with_capacity(sorted.len());
     let mut at = 0;
     while at < sorted.len() {
-        let name = metas[sorted[at]].name;
-        let len = sorted[at..]
-            .iter()
-            .take_while(|&&r| metas[r].name == name)
-            .count();
+        let (name, first) = sorted[at];
+        let len = sorted[at..].iter().take_while(|(n, _)| *n == name).count();
         if len > 1 {
             problems.push(Problem::DuplicatePlugin {
                 name: name.to_owned(),
                 types: sorted[at..at + len]
                     .iter()
-                    .map(|&r| registrations[r].type_name().to_owned())
+                    .map(|&(_, r)| registrations[r].type_name().to_owned())
                     .collect(),
             });
         }
-        groups.push((name, sorted[at]));
+        groups.push((name, first));
         at += len;
     }
     let compiled_in = |name: &str| groups.binary_search_by(|(n, _)| (*n).cmp(name)).is_ok();
@@ -244,7 +243,7 @@ pub(crate) fn plan_with(
     let enabled: Vec<&PluginRegistration> = on.iter().map(|&(_, r)| &registrations[r]).collect();
     let enabled_meta: Vec<&PluginMetadata> = on.iter().map(|&(_, r)| &metas[r]).collect();
     let disabled: Vec<String> = off.iter().map(|(n, _)| (*n).to_owned()).collect();
-    let index: HashMap<&str, usize> = enabled_meta
+    let index: HashMap<&str, usize, foldhash::fast::RandomState> = enabled_meta
         .iter()
         .enumerate()
         .map(|(i, m)| (m.name, i))
@@ -264,9 +263,20 @@ pub(crate) fn plan_with(
     }
 
     // Dependencies, versions, edges. Each version is parsed once.
-    let versions: Vec<Result<Version, semver::Error>> = enabled_meta
+    // Many plugins share a version string: each distinct one is parsed once.
+    let mut parsed_versions: HashMap<
+        &str,
+        Result<Version, String>,
+        foldhash::fast::RandomState,
+    > = HashMap::default();
+    let versions: Vec<Result<Version, String>> = enabled_meta
         .iter()
-        .map(|m| Version::parse(m.version))
+        .map(|m| {
+            parsed_versions
+                .entry(m.version)
+                .or_insert_with(|| Version::parse(m.version).map_err(|e| e.to_string()))
+                .clone()
+        })
         .collect();
     let mut edges: Vec<Vec<usize>> = vec![Vec::new(); enabled.len()];
     for (i, meta) in enabled_meta.iter().enumerate() {
