@@ -416,15 +416,20 @@ impl HttpRoutes {
     /// The whole application: request events and panic handling around the current
     /// routes (which follow every mount and unmount).
     pub fn app(&self, events: EventBus) -> Router {
-        Router::new()
-            .fallback_service(Dynamic(self.clone()))
-            .layer(axum::middleware::from_fn_with_state(events, request_events))
+        Router::new().fallback_service(Dynamic {
+            routes: self.clone(),
+            events,
+        })
     }
 }
 
-/// A service that routes each request through the current router.
+/// The service every request goes through: request events and panic handling around
+/// the current router (one layer, no middleware stack).
 #[derive(Clone)]
-struct Dynamic(HttpRoutes);
+struct Dynamic {
+    routes: HttpRoutes,
+    events: EventBus,
+}
 
 impl tower_service::Service<Request> for Dynamic {
     type Response = Response;
@@ -436,14 +441,15 @@ impl tower_service::Service<Request> for Dynamic {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let mut router = self.0.current();
-        async move { tower_service::Service::call(&mut router, request).await }.boxed()
+        let router = self.routes.current();
+        let events = self.events.clone();
+        request_events(events, request, router).map(Ok).boxed()
     }
 }
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
-async fn request_events(State(events): State<EventBus>, request: Request, next: Next) -> Response {
+async fn request_events(events: EventBus, request: Request, mut router: Router) -> Response {
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     let method = request.method().clone();
     let uri = request.uri().clone();
@@ -458,7 +464,13 @@ async fn request_events(State(events): State<EventBus>, request: Request, next: 
         events.emit(RequestStarted::TOPIC, started).await;
     }
     // One `error.occurred` per failed request: the panic, or else the 5xx answer.
-    let (response, error) = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+    let handled = async move {
+        match tower_service::Service::call(&mut router, request).await {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
+        }
+    };
+    let (response, error) = match AssertUnwindSafe(handled).catch_unwind().await {
         Ok(response) => {
             let status = response.status();
             let error = status

@@ -264,11 +264,8 @@ pub(crate) fn plan_with(
 
     // Dependencies, versions, edges. Each version is parsed once.
     // Many plugins share a version string: each distinct one is parsed once.
-    let mut parsed_versions: HashMap<
-        &str,
-        Result<Version, String>,
-        foldhash::fast::RandomState,
-    > = HashMap::default();
+    let mut parsed_versions: HashMap<&str, Result<Version, String>, foldhash::fast::RandomState> =
+        HashMap::default();
     let versions: Vec<Result<Version, String>> = enabled_meta
         .iter()
         .map(|m| {

@@ -42,6 +42,8 @@ use crate::problem::Problem;
 #[derive(Clone, Copy)]
 pub struct PluginRegistration {
     erased: &'static dyn PluginType,
+    /// The metadata and type name given at run time, if any ([`Self::with_metadata`]).
+    renamed: Option<&'static Renamed>,
 }
 
 impl PluginRegistration {
@@ -49,6 +51,7 @@ impl PluginRegistration {
     pub const fn of<P: Plugin>() -> Self {
         Self {
             erased: const { &Typed::<P>(PhantomData) },
+            renamed: None,
         }
     }
 
@@ -89,22 +92,28 @@ impl PluginRegistration {
             format!("{} as {}", std::any::type_name::<P>(), metadata.name).into_boxed_str(),
         );
         Self {
-            erased: Box::leak(Box::new(Renamed::<P> {
+            erased: const { &Typed::<P>(PhantomData) },
+            renamed: Some(Box::leak(Box::new(Renamed {
                 metadata,
                 type_name,
-                typed: Typed(PhantomData),
-            })),
+            }))),
         }
     }
 
     /// The plugin's metadata.
     pub fn metadata(&self) -> PluginMetadata {
-        self.erased.metadata()
+        match self.renamed {
+            Some(renamed) => renamed.metadata,
+            None => self.erased.metadata(),
+        }
     }
 
     /// The Rust type of the plugin.
     pub fn type_name(&self) -> &'static str {
-        self.erased.type_name()
+        match self.renamed {
+            Some(renamed) => renamed.type_name,
+            None => self.erased.type_name(),
+        }
     }
 
     /// The JSON Schema of the plugin's config section.
@@ -259,50 +268,10 @@ impl<P: Plugin> PluginType for Typed<P> {
     }
 }
 
-/// `P` under metadata chosen at run time ([`PluginRegistration::with_metadata`]).
-struct Renamed<P> {
+/// Metadata chosen at run time ([`PluginRegistration::with_metadata`]).
+struct Renamed {
     metadata: PluginMetadata,
     type_name: &'static str,
-    typed: Typed<P>,
-}
-
-impl<P: Plugin> PluginType for Renamed<P> {
-    fn metadata(&self) -> PluginMetadata {
-        self.metadata
-    }
-
-    fn type_name(&self) -> &'static str {
-        self.type_name
-    }
-
-    fn parse_config(
-        &self,
-        raw: &Value,
-        path: &str,
-        env_created: &[Vec<String>],
-    ) -> Result<AnyConfig, Vec<Problem>> {
-        self.typed.parse_config(raw, path, env_created)
-    }
-
-    fn validate(&self, config: &AnyConfig, path: &str) -> Vec<Problem> {
-        self.typed.validate(config, path)
-    }
-
-    fn effective_config(&self, config: &AnyConfig) -> Value {
-        self.typed.effective_config(config)
-    }
-
-    fn config_schema(&self) -> schemars::Schema {
-        self.typed.config_schema()
-    }
-
-    fn initialize(
-        &self,
-        config: AnyConfig,
-        ctx: PluginContext,
-    ) -> BoxFuture<'static, Result<Box<dyn DynPlugin>, BoxError>> {
-        self.typed.initialize(config, ctx)
-    }
 }
 
 /// An initialized plugin, type-erased.
