@@ -416,10 +416,16 @@ impl HttpRoutes {
     /// The whole application: request events and panic handling around the current
     /// routes (which follow every mount and unmount).
     pub fn app(&self, events: EventBus) -> Router {
-        Router::new().fallback_service(Dynamic {
+        Router::new().fallback_service(self.service(events))
+    }
+
+    /// The same as [`app`](Self::app) as a bare service (what [`IxpServer::serve`]
+    /// serves: no outer router to pass through).
+    fn service(&self, events: EventBus) -> Dynamic {
+        Dynamic {
             routes: self.clone(),
             events,
-        })
+        }
     }
 }
 
@@ -741,10 +747,11 @@ impl IxpServer {
             }
             let _ = signalled_tx.send(());
         };
-        let app = self.router();
+        let app = self.host.http().service(self.host.events().clone());
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "listening");
         }
+        let app = axum::ServiceExt::<Request>::into_make_service(app);
         let server = axum::serve(listener, app).with_graceful_shutdown(trigger);
         let mut serving = tokio::spawn(async move { server.await });
         let outcome = tokio::select! {
