@@ -125,6 +125,31 @@ impl Scenario {
     }
 }
 
+/// The `direct_call` baseline: `handlers[k]` called directly with `events[k]`, topics
+/// round-robin.
+fn bench_direct_call<H, Fut>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    handlers: &[Vec<H>],
+    events: &[Event],
+) where
+    H: Fn(Event) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    group.bench_function("direct_call", |b| {
+        b.to_async(rt).iter_custom(|iters| async move {
+            let start = Instant::now();
+            for i in 0..iters as usize {
+                let k = i % events.len();
+                for handler in &handlers[k] {
+                    handler(events[k].clone()).await;
+                }
+            }
+            start.elapsed()
+        })
+    });
+}
+
 fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
     let mut group = c.benchmark_group(scenario.group);
     let per_event = scenario.deliveries_per_event();
@@ -145,43 +170,13 @@ fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
                 let handlers: Vec<Vec<_>> = (0..n_topics)
                     .map(|_| (0..per_topic).map(|_| sync_handler(count)).collect())
                     .collect();
-                group.bench_function("direct_call", |b| {
-                    b.to_async(rt).iter_custom(|iters| {
-                        let handlers = &handlers;
-                        let events = &events;
-                        async move {
-                            let start = Instant::now();
-                            for i in 0..iters as usize {
-                                let k = i % n_topics;
-                                for handler in &handlers[k] {
-                                    handler(events[k].clone()).await;
-                                }
-                            }
-                            start.elapsed()
-                        }
-                    })
-                });
+                bench_direct_call(&mut group, rt, &handlers, &events);
             }
             Body::Async => {
                 let handlers: Vec<Vec<_>> = (0..n_topics)
                     .map(|_| (0..per_topic).map(|_| async_handler(count)).collect())
                     .collect();
-                group.bench_function("direct_call", |b| {
-                    b.to_async(rt).iter_custom(|iters| {
-                        let handlers = &handlers;
-                        let events = &events;
-                        async move {
-                            let start = Instant::now();
-                            for i in 0..iters as usize {
-                                let k = i % n_topics;
-                                for handler in &handlers[k] {
-                                    handler(events[k].clone()).await;
-                                }
-                            }
-                            start.elapsed()
-                        }
-                    })
-                });
+                bench_direct_call(&mut group, rt, &handlers, &events);
             }
         }
     }

@@ -115,14 +115,32 @@ fn catalog_of(registrations: &[PluginRegistration]) -> Catalog {
     catalog
 }
 
-/// A started host of the composition, and how long plan + initialize + start took.
-async fn started(catalog: &Catalog, config: &IxpConfig) -> (Host, Duration) {
-    let begin = Instant::now();
-    let plan = check(catalog, config).expect("the composition passes the check");
-    let host = Host::from_plan(plan, config.clone());
-    host.initialize().await.expect("initialized");
-    host.start().await.expect("started");
-    (host, begin.elapsed())
+/// Which part of the lifecycle a bench times.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Plan + `Host::from_plan` + initialize + start.
+    Start,
+    /// Stop of the started host.
+    Stop,
+}
+
+/// `iters` whole lifecycles of the composition; the time spent in `timed`.
+async fn lifecycles(catalog: &Catalog, config: &IxpConfig, iters: u64, timed: Phase) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let begin = Instant::now();
+        let plan = check(catalog, config).expect("the composition passes the check");
+        let host = Host::from_plan(plan, config.clone());
+        host.initialize().await.expect("initialized");
+        host.start().await.expect("started");
+        let started = Instant::now();
+        host.stop().await.expect("stopped");
+        total += match timed {
+            Phase::Start => started - begin,
+            Phase::Stop => started.elapsed(),
+        };
+    }
+    total
 }
 
 /// The baseline's hooks: boxed like a type-erased host's.
@@ -153,35 +171,12 @@ fn startup(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("plan", label), |b| {
             b.iter(|| black_box(check(&catalog, &config).expect("checked")))
         });
-        group.bench_function(BenchmarkId::new("plan_init_start", label), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (catalog, config) = (&catalog, &config);
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let (host, took) = started(catalog, config).await;
-                        total += took;
-                        host.stop().await.expect("stopped");
-                    }
-                    total
-                }
-            })
-        });
-        group.bench_function(BenchmarkId::new("stop", label), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (catalog, config) = (&catalog, &config);
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let (host, _) = started(catalog, config).await;
-                        let begin = Instant::now();
-                        host.stop().await.expect("stopped");
-                        total += begin.elapsed();
-                    }
-                    total
-                }
-            })
-        });
+        for (phase, timed) in [("plan_init_start", Phase::Start), ("stop", Phase::Stop)] {
+            group.bench_function(BenchmarkId::new(phase, label), |b| {
+                b.to_async(&rt)
+                    .iter_custom(|iters| lifecycles(&catalog, &config, iters, timed))
+            });
+        }
         group.bench_function(BenchmarkId::new("baseline_direct_hooks", label), |b| {
             b.to_async(&rt).iter(|| async {
                 let mut nodes = Vec::with_capacity(n);

@@ -432,7 +432,7 @@ struct Sub {
     core: Arc<SubCore>,
     options: SubscribeOptions,
     fired: AtomicBool,
-    dropped: Arc<AtomicU64>,
+    dropped: AtomicU64,
     queue: Mutex<Queue>,
 }
 
@@ -834,7 +834,7 @@ impl EventBus {
                 ..options
             },
             fired: AtomicBool::new(false),
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped: AtomicU64::new(0),
             queue: Mutex::new(Queue::default()),
         });
         self.inner.update(|table| {
