@@ -380,10 +380,15 @@ impl Pattern {
 enum Handler {
     /// The handler returns `std::future::Ready` (a synchronous body): it is called
     /// without boxing a future.
-    Ready(Box<dyn Fn(Event) -> Result<(), BoxError> + Send + Sync>),
+    Ready(Box<ReadyFn>),
     /// Any other future, boxed.
-    Async(Box<dyn Fn(Event) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>),
+    Async(Box<AsyncFn>),
 }
+
+/// A handler with a synchronous body, type-erased.
+type ReadyFn = dyn Fn(Event) -> Result<(), BoxError> + Send + Sync;
+/// A handler returning any other future, type-erased.
+type AsyncFn = dyn Fn(Event) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync;
 
 impl Handler {
     fn new<F, Fut>(handler: F) -> Self
@@ -471,6 +476,7 @@ struct Routes {
 }
 
 impl Routes {
+    #[inline]
     fn tap(&self, event: &Event) {
         for tap in &self.taps {
             tap(event);
@@ -479,6 +485,7 @@ impl Routes {
 
     /// The exact subscriptions of `topic`, and the topic as an `Arc<str>`: the key of
     /// its route when there is one (no allocation), else a new one. One lookup.
+    #[inline]
     fn exact_route(&self, topic: &str) -> (Arc<str>, &[Arc<Sub>]) {
         match self.exact.get_key_value(topic) {
             Some((key, subs)) => (key.clone(), subs),
@@ -493,8 +500,23 @@ impl Routes {
 
     /// `exact` (the topic's exact subscriptions), then the matching wildcard ones in
     /// subscription order. Only the wildcard patterns that share the topic's first
-    /// segment (or start with a wildcard) are tried.
+    /// segment (or start with a wildcard) are tried; a bus without wildcard patterns
+    /// walks `exact` alone.
+    #[inline]
     fn matching<'a>(
+        &'a self,
+        exact: &'a [Arc<Sub>],
+        topic: &'a str,
+    ) -> Matching<'a, impl Iterator<Item = &'a Arc<Sub>> + 'a> {
+        if self.has_wildcards() {
+            Matching::Mixed(self.with_wildcards(exact, topic))
+        } else {
+            Matching::Exact(exact.iter())
+        }
+    }
+
+    /// `exact`, then the wildcard subscriptions matching `topic`.
+    fn with_wildcards<'a>(
         &'a self,
         exact: &'a [Arc<Sub>],
         topic: &'a str,
@@ -508,6 +530,12 @@ impl Routes {
         let wild =
             merge_by_id(by_first, &self.wild_any).filter(move |s| s.core.pattern.matches(topic));
         exact.iter().chain(wild)
+    }
+
+    /// Whether any wildcard pattern is subscribed.
+    #[inline]
+    fn has_wildcards(&self) -> bool {
+        !self.wild_by_first.is_empty() || !self.wild_any.is_empty()
     }
 
     fn has_subscribers(&self, topic: &str) -> bool {
@@ -555,6 +583,27 @@ impl Routes {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The subscriptions an event reaches: a bus without wildcard patterns walks the
+/// topic's exact subscriptions alone (the common case, kept cheap).
+enum Matching<'a, M> {
+    /// No wildcard pattern on the bus.
+    Exact(std::slice::Iter<'a, Arc<Sub>>),
+    /// Exact subscriptions, then the matching wildcard ones.
+    Mixed(M),
+}
+
+impl<'a, M: Iterator<Item = &'a Arc<Sub>>> Iterator for Matching<'a, M> {
+    type Item = &'a Arc<Sub>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Matching::Exact(exact) => exact.next(),
+            Matching::Mixed(all) => all.next(),
         }
     }
 }
@@ -617,6 +666,7 @@ struct BusInner {
 
 impl BusInner {
     /// The current routes (a guard that costs no reference count in the common case).
+    #[inline]
     fn snapshot(&self) -> arc_swap::Guard<Arc<Routes>> {
         if self.stale.load(Ordering::Acquire) {
             let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -952,7 +1002,11 @@ impl EventBus {
                 break;
             };
             report.handled += 1;
-            if let Err(message) = run_handler(&sub.core, this).await {
+            let outcome = match &sub.core.handler {
+                Handler::Ready(handler) => run_ready(handler, this),
+                Handler::Async(handler) => run_async(handler, this).await,
+            };
+            if let Err(message) = outcome {
                 report_failure(Some(&self.inner), &sub.core, topic, &message);
                 report.failures.push(HandlerFailure {
                     owner: sub.core.owner.as_deref().map(str::to_owned),
@@ -1025,6 +1079,7 @@ impl EventBus {
 
     /// Whether `sub` takes this event: false for a `once` subscription that fired
     /// already; a `once` subscription firing now is removed.
+    #[inline]
     fn fire(&self, sub: &Arc<Sub>) -> bool {
         if !sub.options.once {
             return true;
@@ -1036,6 +1091,7 @@ impl EventBus {
         true
     }
 
+    #[inline]
     fn event<T: Payload>(&self, topic: Arc<str>, payload: T) -> Event {
         Event {
             topic,
@@ -1104,15 +1160,32 @@ impl EventBus {
 
 /// Runs one handler call, isolating errors and panics; the error or panic message.
 async fn run_handler(sub: &SubCore, event: Event) -> Result<(), String> {
-    let outcome = match &sub.handler {
-        Handler::Ready(handler) => std::panic::catch_unwind(AssertUnwindSafe(|| handler(event))),
-        Handler::Async(handler) => {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| handler(event))) {
-                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-                Err(panic) => Err(panic),
-            }
-        }
+    match &sub.handler {
+        Handler::Ready(handler) => run_ready(handler, event),
+        Handler::Async(handler) => run_async(handler, event).await,
+    }
+}
+
+/// Calls a handler with a synchronous body (no future at all), isolating a panic.
+#[inline]
+fn run_ready(handler: &ReadyFn, event: Event) -> Result<(), String> {
+    handler_outcome(std::panic::catch_unwind(AssertUnwindSafe(|| {
+        handler(event)
+    })))
+}
+
+/// Calls a handler and awaits its future, isolating a panic in either.
+async fn run_async(handler: &AsyncFn, event: Event) -> Result<(), String> {
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(event))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
     };
+    handler_outcome(outcome)
+}
+
+/// A handler call's outcome (returned, failed, or panicked) as the error message.
+#[inline]
+fn handler_outcome(outcome: std::thread::Result<Result<(), BoxError>>) -> Result<(), String> {
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(err.to_string()),
