@@ -6,6 +6,8 @@
 //! Paths measured:
 //! * `direct_call`: the handler closure called and awaited in the bench task, on an
 //!   event built once (the limit: no routing, no allocation).
+//! * `direct_call_new_event`: the same with an event built per call (one allocation
+//!   for the payload, as on every publish of a new value).
 //! * `emit_and_wait`: the bus's inline path (handlers run in the caller's task).
 //! * `emit`, `try_emit`: the queued path (one queue and one worker task per
 //!   subscription); timed until every handler call has finished.
@@ -125,28 +127,58 @@ impl Scenario {
     }
 }
 
-/// The `direct_call` baseline: `handlers[k]` called directly with `events[k]`, topics
+/// A `direct_call` baseline: the handlers of topic `k` called directly, in turn, with
+/// `event(k, i)` (the last one gets it, the others a clone, as on the bus), topics
 /// round-robin.
 fn bench_direct_call<H, Fut>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     rt: &Runtime,
+    name: &str,
     handlers: &[Vec<H>],
-    events: &[Event],
+    event: impl Fn(usize, u64) -> Event,
 ) where
     H: Fn(Event) -> Fut,
     Fut: Future<Output = ()>,
 {
-    group.bench_function("direct_call", |b| {
+    let event = &event;
+    group.bench_function(name, |b| {
         b.to_async(rt).iter_custom(|iters| async move {
             let start = Instant::now();
-            for i in 0..iters as usize {
-                let k = i % events.len();
-                for handler in &handlers[k] {
-                    handler(events[k].clone()).await;
+            for i in 0..iters {
+                let k = i as usize % handlers.len();
+                let event = event(k, i);
+                if let Some((last, others)) = handlers[k].split_last() {
+                    for handler in others {
+                        handler(event.clone()).await;
+                    }
+                    last(event).await;
                 }
             }
             start.elapsed()
         })
+    });
+}
+
+/// Both `direct_call` baselines: `direct_call` with an event built once per topic (the
+/// limit: no allocation), `direct_call_new_event` with an event built per call, as any
+/// publisher of a new payload needs (one allocation).
+fn bench_direct_calls<H, Fut>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    handlers: &[Vec<H>],
+    topics: &[String],
+) where
+    H: Fn(Event) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let built: Vec<Event> = topics
+        .iter()
+        .map(|t| Event::new(t.as_str(), 7u64))
+        .collect();
+    bench_direct_call(group, rt, "direct_call", handlers, |k, _| built[k].clone());
+    let names: Vec<std::sync::Arc<str>> = topics.iter().map(|t| t.as_str().into()).collect();
+    bench_direct_call(group, rt, "direct_call_new_event", handlers, |k, i| {
+        Event::new(names[k].clone(), i)
     });
 }
 
@@ -160,23 +192,19 @@ fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
     // Baseline: the handlers called directly (one per topic, `per_topic` each).
     {
         let count = counter();
-        let events: Vec<Event> = topics
-            .iter()
-            .map(|t| Event::new(t.as_str(), 7u64))
-            .collect();
         let per_topic = scenario.per_topic;
         match scenario.body {
             Body::Sync => {
                 let handlers: Vec<Vec<_>> = (0..n_topics)
                     .map(|_| (0..per_topic).map(|_| sync_handler(count)).collect())
                     .collect();
-                bench_direct_call(&mut group, rt, &handlers, &events);
+                bench_direct_calls(&mut group, rt, &handlers, topics);
             }
             Body::Async => {
                 let handlers: Vec<Vec<_>> = (0..n_topics)
                     .map(|_| (0..per_topic).map(|_| async_handler(count)).collect())
                     .collect();
-                bench_direct_call(&mut group, rt, &handlers, &events);
+                bench_direct_calls(&mut group, rt, &handlers, topics);
             }
         }
     }
