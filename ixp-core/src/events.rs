@@ -500,42 +500,21 @@ impl Routes {
 
     /// `exact` (the topic's exact subscriptions), then the matching wildcard ones in
     /// subscription order. Only the wildcard patterns that share the topic's first
-    /// segment (or start with a wildcard) are tried; a bus without wildcard patterns
-    /// walks `exact` alone.
+    /// segment (or start with a wildcard) are tried.
     #[inline]
-    fn matching<'a>(
-        &'a self,
-        exact: &'a [Arc<Sub>],
-        topic: &'a str,
-    ) -> Matching<'a, impl Iterator<Item = &'a Arc<Sub>> + 'a> {
-        if self.has_wildcards() {
-            Matching::Mixed(self.with_wildcards(exact, topic))
-        } else {
-            Matching::Exact(exact.iter())
-        }
-    }
-
-    /// `exact`, then the wildcard subscriptions matching `topic`.
-    fn with_wildcards<'a>(
-        &'a self,
-        exact: &'a [Arc<Sub>],
-        topic: &'a str,
-    ) -> impl Iterator<Item = &'a Arc<Sub>> + 'a {
+    fn matching<'a>(&'a self, exact: &'a [Arc<Sub>], topic: &'a str) -> Matching<'a> {
         let by_first = if self.wild_by_first.is_empty() {
             &[][..]
         } else {
             let first = topic.find('.').map_or(topic, |dot| &topic[..dot]);
             self.wild_by_first.get(first).map_or(&[][..], Vec::as_slice)
         };
-        let wild =
-            merge_by_id(by_first, &self.wild_any).filter(move |s| s.core.pattern.matches(topic));
-        exact.iter().chain(wild)
-    }
-
-    /// Whether any wildcard pattern is subscribed.
-    #[inline]
-    fn has_wildcards(&self) -> bool {
-        !self.wild_by_first.is_empty() || !self.wild_any.is_empty()
+        Matching {
+            exact: exact.iter(),
+            by_first,
+            any: &self.wild_any,
+            topic,
+        }
     }
 
     fn has_subscribers(&self, topic: &str) -> bool {
@@ -587,49 +566,49 @@ impl Routes {
     }
 }
 
-/// The subscriptions an event reaches: a bus without wildcard patterns walks the
-/// topic's exact subscriptions alone (the common case, kept cheap).
-enum Matching<'a, M> {
-    /// No wildcard pattern on the bus.
-    Exact(std::slice::Iter<'a, Arc<Sub>>),
-    /// Exact subscriptions, then the matching wildcard ones.
-    Mixed(M),
+/// The subscriptions an event on `topic` reaches, in delivery order: its exact
+/// subscriptions, then the wildcard ones that match it in subscription order (the two
+/// wildcard lists, each in ascending id order, merged). A plain struct rather than
+/// iterator adapters with closures, so that the futures holding it stay `Send`.
+struct Matching<'a> {
+    exact: std::slice::Iter<'a, Arc<Sub>>,
+    /// Wildcard patterns whose first segment is the topic's.
+    by_first: &'a [Arc<Sub>],
+    /// Wildcard patterns that start with a wildcard.
+    any: &'a [Arc<Sub>],
+    topic: &'a str,
 }
 
-impl<'a, M: Iterator<Item = &'a Arc<Sub>>> Iterator for Matching<'a, M> {
+impl<'a> Iterator for Matching<'a> {
     type Item = &'a Arc<Sub>;
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Matching::Exact(exact) => exact.next(),
-            Matching::Mixed(all) => all.next(),
+        if let Some(sub) = self.exact.next() {
+            return Some(sub);
+        }
+        loop {
+            // Most buses have wildcard patterns of one kind only: then this is a plain walk.
+            let next = match (self.by_first.split_first(), self.any.split_first()) {
+                (Some((x, rest)), Some((y, _))) if x.id < y.id => {
+                    self.by_first = rest;
+                    x
+                }
+                (_, Some((y, rest))) => {
+                    self.any = rest;
+                    y
+                }
+                (Some((x, rest)), None) => {
+                    self.by_first = rest;
+                    x
+                }
+                (None, None) => return None,
+            };
+            if next.core.pattern.matches(self.topic) {
+                return Some(next);
+            }
         }
     }
-}
-
-/// `a` and `b` (each in ascending id order) merged in ascending id order.
-fn merge_by_id<'a>(a: &'a [Arc<Sub>], b: &'a [Arc<Sub>]) -> impl Iterator<Item = &'a Arc<Sub>> {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || {
-        // Most buses have wildcard patterns of one kind only: then this is a plain walk.
-        let next = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x.id < y.id => {
-                i += 1;
-                x
-            }
-            (_, Some(y)) => {
-                j += 1;
-                y
-            }
-            (Some(x), None) => {
-                i += 1;
-                x
-            }
-            (None, None) => return None,
-        };
-        Some(next)
-    })
 }
 
 /// The table subscriptions change, with the subscriptions of each owner.
@@ -1238,6 +1217,36 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Publishing from a spawned task needs the publishing futures to be `Send`; a
+    /// routing iterator built from closures once made them `Send` only for some
+    /// lifetimes, which only crates spawning them noticed.
+    #[test]
+    fn publishing_futures_are_send() {
+        fn spawnable<F: Future + Send + 'static>(future: F) -> F {
+            future
+        }
+        let bus = EventBus::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let report = runtime.block_on(spawnable({
+            let bus = bus.clone();
+            async move {
+                bus.emit("a.b", 1u64).await;
+                bus.emit_event(Event::new("a.b", 2u64)).await;
+                bus.publish(ErrorOccurred {
+                    source: "test".into(),
+                    plugin: None,
+                    topic: None,
+                    message: "m".into(),
+                })
+                .await;
+                bus.emit_and_wait("a.b", 3u64).await
+            }
+        }));
+        assert_eq!(report.handled, 0);
+    }
 
     #[test]
     fn patterns() {
