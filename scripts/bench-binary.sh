@@ -6,13 +6,14 @@
 #   * time from exec to /health/ready answering 200 (median of RUNS), against the
 #     time to exec `ixp-app --version` until it exits;
 #   * idle RSS (VmRSS of /proc/PID/status, 1 s after /health/ready answered);
-#   * HTTP: requests/s and p99 latency of `wrk` against ixp-app's GET /health and
-#     GET /hello (hello-plugin's route), default build and default + analytics build,
-#     and against a bare axum server with the same /hello route
-#     (ixp-core/examples/bare_axum.rs, built static the same way).
+#   * HTTP: requests/s, p99 latency and server CPU per request of `wrk` against
+#     ixp-app's GET /health and GET /hello (hello-plugin's route), default build and
+#     default + analytics build, and against a bare axum server with the same /hello
+#     route (ixp-core/examples/bare_axum.rs, built static the same way).
 #
 #   bash scripts/bench-binary.sh
 #   RUNS=20 WRK_DURATION=5s WRK_CONNECTIONS=16 WRK_ROUNDS=3 bash scripts/bench-binary.sh
+#   SKIP_BUILD=1 bash scripts/bench-binary.sh   # measure again the binaries of the last run
 #
 # Needs wrk (Debian package `wrk`): installed with apt-get when missing. Every ixp-app
 # runs from a fresh temporary directory holding a copy of app-template/ixp.toml, on a
@@ -40,24 +41,28 @@ p = next(p for p in m["packages"] if p["name"] == "app-template")
 print(",".join(sorted(f for f in p["features"] if f != "default")))')
 echo "== every feature of app-template: $features" >&2
 
-echo "== building ixp-app (default features)" >&2
-bash scripts/build-static.sh >&2
-cp "$rel/ixp-app" "$out/ixp-app-default"
-if [[ ",$features," == *",analytics,"* ]]; then
-  echo "== building ixp-app (default features + analytics)" >&2
-  bash scripts/build-static.sh --features analytics >&2
-  cp "$rel/ixp-app" "$out/ixp-app-analytics"
+if [[ "${SKIP_BUILD:-}" == 1 && -x "$out/ixp-app-default" && -x "$out/bare_axum" ]]; then
+  echo "== SKIP_BUILD=1: measuring the binaries of the last run in $out" >&2
 else
-  echo "== no analytics feature in app-template: no default + analytics build" >&2
-  rm -f "$out/ixp-app-analytics"
+  echo "== building ixp-app (default features)" >&2
+  bash scripts/build-static.sh >&2
+  cp "$rel/ixp-app" "$out/ixp-app-default"
+  if [[ ",$features," == *",analytics,"* ]]; then
+    echo "== building ixp-app (default features + analytics)" >&2
+    bash scripts/build-static.sh --features analytics >&2
+    cp "$rel/ixp-app" "$out/ixp-app-analytics"
+  else
+    echo "== no analytics feature in app-template: no default + analytics build" >&2
+    rm -f "$out/ixp-app-analytics"
+  fi
+  echo "== building ixp-app (--features $features)" >&2
+  bash scripts/build-static.sh --features "$features" >&2
+  cp "$rel/ixp-app" "$out/ixp-app-all"
+  echo "== building the bare axum baseline (static, same flags)" >&2
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build --release --locked -p ixp-core --example bare_axum --target "$target" >&2
+  cp "$rel/examples/bare_axum" "$out/bare_axum"
 fi
-echo "== building ixp-app (--features $features)" >&2
-bash scripts/build-static.sh --features "$features" >&2
-cp "$rel/ixp-app" "$out/ixp-app-all"
-echo "== building the bare axum baseline (static, same flags)" >&2
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-  cargo build --release --locked -p ixp-core --example bare_axum --target "$target" >&2
-cp "$rel/examples/bare_axum" "$out/bare_axum"
 
 pids_file=$out/pids
 : > "$pids_file"
@@ -76,6 +81,14 @@ WRK_DURATION = os.environ.get("WRK_DURATION", "5s")
 WRK_CONNECTIONS = os.environ.get("WRK_CONNECTIONS", "16")
 WRK_ROUNDS = int(os.environ.get("WRK_ROUNDS", "3"))
 POLL = 0.0005  # seconds between two /health/ready attempts (the resolution)
+# HTTP runs: the server on one CPU, wrk (and the analytics collector) on another, so
+# that the scheduler does not put them on one core mid-run. PIN=0 turns it off.
+CPUS = sorted(os.sched_getaffinity(0))
+PIN = (os.environ.get("PIN", "1") != "0" and shutil.which("taskset") is not None
+       and len(CPUS) >= 2)
+def pinned(k, cmd):
+    """cmd run on the k-th CPU this script may use (taskset exec()s it: same pid)."""
+    return ["taskset", "-c", str(CPUS[k])] + cmd if PIN else cmd
 pids_file = os.path.join(out, "pids")
 lines = []
 
@@ -181,14 +194,24 @@ def check(binary, d):
     r = subprocess.run([binary, "check", "--config", "ixp.toml"], cwd=d, capture_output=True, text=True)
     return r.returncode == 0, (r.stdout + r.stderr).strip()
 
-def wrk(port, path):
-    r = subprocess.run(["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{WRK_DURATION}", "--latency",
-                        f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True)
+def cpu_seconds(pid):
+    """utime + stime of every thread of the process, in seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+def wrk(port, path, pid):
+    """requests/s, p99 (ms), non-2xx answers, server CPU per request (µs)."""
+    cpu_before = cpu_seconds(pid)
+    r = subprocess.run(pinned(1, ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{WRK_DURATION}", "--latency",
+                        f"http://127.0.0.1:{port}{path}"]), capture_output=True, text=True, check=True)
+    cpu = cpu_seconds(pid) - cpu_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))
+    requests = int(re.search(r"(\d+) requests in", r.stdout).group(1))
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", r.stdout)
     p99_ms = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", r.stdout)
-    return rps, p99_ms, int(non2xx.group(1)) if non2xx else 0
+    return rps, p99_ms, int(non2xx.group(1)) if non2xx else 0, cpu / max(requests, 1) * 1e6
 
 binaries = {name: os.path.join(out, f"ixp-app-{name}") for name in ("default", "analytics", "all")
             if os.path.exists(os.path.join(out, f"ixp-app-{name}"))}
@@ -196,7 +219,7 @@ bare = os.path.join(out, "bare_axum")
 
 # The analytics collector: a bare_axum instance (POST /collect answers 200).
 sink_port = free_port()
-sink = start([bare, str(sink_port)], out, sink_port, subprocess.DEVNULL)
+sink = start(pinned(1, [bare, str(sink_port)]), out, sink_port, subprocess.DEVNULL)
 if not wait_ready(sink, sink_port, "/hello"):
     raise SystemExit("the collector (bare_axum) did not start")
 
@@ -231,12 +254,12 @@ for name, binary in runnable.items():
     if name == "all":
         continue  # HTTP figures: default, and default + analytics (issue 6)
     port = free_port()
-    p = start([binary, "run"], dirs[name], port, log)
+    p = start(pinned(0, [binary, "run"]), dirs[name], port, log)
     if not wait_ready(p, port, "/health/ready"):
         raise SystemExit(f"{name} did not start for the HTTP runs")
     servers.append((f"ixp-app ({name})", port, p))
 port = free_port()
-p = start([bare, str(port)], out, port, log)
+p = start(pinned(0, [bare, str(port)]), out, port, log)
 if not wait_ready(p, port, "/hello"):
     raise SystemExit("bare_axum did not start")
 servers.append(("bare axum", port, p))
@@ -245,22 +268,29 @@ targets = [(s, path) for s in servers for path in ("/hello", "/health")]
 results = {(s[0], path): [] for s, path in targets}
 for _ in range(WRK_ROUNDS):
     for (label, port, _), path in targets:
-        results[(label, path)].append(wrk(port, path))
+        pid = next(p.pid for (l, _, p) in servers if l == label)
+        results[(label, path)].append(wrk(port, path, pid))
 for _, _, p in servers:
     stop(p)
 stop(sink)
 
-say(f"## HTTP (wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_DURATION}, median of {WRK_ROUNDS} interleaved rounds)")
+pin_note = f", server pinned to CPU {CPUS[0]} and wrk to CPU {CPUS[1]} (taskset)" if PIN else ", unpinned"
+say(f"## HTTP (wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_DURATION}, median of {WRK_ROUNDS} interleaved rounds{pin_note})")
 say()
-say("| server | path | requests/s | p99 (ms) | non-2xx | requests/s vs bare axum /hello | p99 vs bare axum /hello |")
-say("| --- | --- | --- | --- | --- | --- | --- |")
-base_rps = statistics.median(r[0] for r in results[("bare axum", "/hello")])
-base_p99 = statistics.median(r[1] for r in results[("bare axum", "/hello")])
+say("| server | path | requests/s | p99 (ms) | non-2xx | server CPU per request (µs) | requests/s vs bare axum /hello | p99 vs bare axum /hello | CPU per request vs bare axum /hello |")
+say("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+def median_of(rs, k):
+    return statistics.median(r[k] for r in rs)
+base = results[("bare axum", "/hello")]
+base_rps, base_p99, base_cpu = median_of(base, 0), median_of(base, 1), median_of(base, 3)
 for (label, path), rs in results.items():
-    rps = statistics.median(r[0] for r in rs)
-    p99 = statistics.median(r[1] for r in rs)
+    rps, p99, cpu = median_of(rs, 0), median_of(rs, 1), median_of(rs, 3)
     bad = sum(r[2] for r in rs)
-    say(f"| {label} | {path} | {rps:.0f} | {p99:.2f} | {bad} | {rps/base_rps:.2f}x | {p99/base_p99:.2f}x |")
+    say(f"| {label} | {path} | {rps:.0f} | {p99:.2f} | {bad} | {cpu:.2f} | {rps/base_rps:.2f}x | {p99/base_p99:.2f}x | {cpu/base_cpu:.2f}x |")
+say()
+say("Server CPU per request: the server process's utime + stime (every thread, /proc/PID/stat) "
+    "over the wrk run, divided by the requests wrk completed; steadier than requests/s on a "
+    "shared machine. The analytics collector is another process, not counted.")
 say()
 with open(os.path.join(out, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
