@@ -242,7 +242,8 @@ struct Slot {
 
 struct HostShared {
     slots: Vec<Slot>,
-    index: HashMap<&'static str, usize>,
+    /// Slot index by plugin name (a fast hasher: built for every plugin at start-up).
+    index: HashMap<&'static str, usize, foldhash::fast::RandomState>,
     events: EventBus,
     services: ServiceRegistry,
     #[cfg(feature = "http")]

@@ -356,8 +356,11 @@ pub(crate) fn plan_with(
     // Typed configs.
     let mut parsed: Vec<Option<(AnyConfig, Duration)>> = Vec::with_capacity(enabled.len());
     let empty = Value::Object(Map::new());
+    // Each plugin's config path (`plugins.<name>`), in one reused buffer.
+    let mut path = String::from("plugins.");
     for (reg, meta) in enabled.iter().zip(&enabled_meta) {
-        let path = format!("plugins.{}", meta.name);
+        path.truncate("plugins.".len());
+        path.push_str(meta.name);
         let section = config.plugin(meta.name);
         let timeout = section
             .and_then(|s| s.hook_timeout)
