@@ -267,9 +267,8 @@ servers.append(("bare axum", port, p))
 targets = [(s, path) for s in servers for path in ("/hello", "/health")]
 results = {(s[0], path): [] for s, path in targets}
 for _ in range(WRK_ROUNDS):
-    for (label, port, _), path in targets:
-        pid = next(p.pid for (l, _, p) in servers if l == label)
-        results[(label, path)].append(wrk(port, path, pid))
+    for (label, port, server), path in targets:
+        results[(label, path)].append(wrk(port, path, server.pid))
 for _, _, p in servers:
     stop(p)
 stop(sink)

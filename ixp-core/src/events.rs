@@ -981,6 +981,9 @@ impl EventBus {
                 break;
             };
             report.handled += 1;
+            // `run_handler`'s dispatch, written out so that a synchronous handler runs
+            // without a future at all (through `run_handler`, its future held the event
+            // and was moved into this one's state on every call).
             let outcome = match &sub.core.handler {
                 Handler::Ready(handler) => run_ready(handler, this),
                 Handler::Async(handler) => run_async(handler, this).await,

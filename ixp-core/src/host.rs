@@ -224,6 +224,17 @@ enum HostPhase {
 }
 
 type Instance = Arc<RwLock<Option<Box<dyn DynPlugin>>>>;
+
+/// The plugin instance for writing: taken at once when free (the usual case: no lock
+/// future is created or polled), else awaited.
+async fn write_instance(
+    instance: &Instance,
+) -> tokio::sync::RwLockWriteGuard<'_, Option<Box<dyn DynPlugin>>> {
+    match instance.try_write() {
+        Ok(guard) => guard,
+        Err(_) => instance.write().await,
+    }
+}
 type StopListener = Box<dyn Fn(&str) + Send + Sync>;
 
 struct Slot {
@@ -814,10 +825,7 @@ impl HostShared {
         let instance = slot.instance.clone();
         let hook = async move {
             let plugin = ty.initialize(config, ctx).await?;
-            match instance.try_write() {
-                Ok(mut guard) => *guard = Some(plugin),
-                Err(_) => *instance.write().await = Some(plugin),
-            }
+            *write_instance(&instance).await = Some(plugin);
             Ok(())
         };
         run_guarded(hook, slot.ctx.logger().span(), slot.hook_timeout).await
@@ -828,11 +836,7 @@ impl HostShared {
         let instance = slot.instance.clone();
         let ctx = slot.ctx.clone();
         let run = async move {
-            // Uncontended (the usual case): no lock future to poll.
-            let mut guard = match instance.try_write() {
-                Ok(guard) => guard,
-                Err(_) => instance.write().await,
-            };
+            let mut guard = write_instance(&instance).await;
             let Some(plugin) = guard.as_mut() else {
                 return Err::<(), BoxError>("the plugin is not initialized".into());
             };
