@@ -9,6 +9,8 @@
 //! * `direct_call_new_event`: the same with an event built per call (one allocation
 //!   for the payload, as on every publish of a new value).
 //! * `emit_and_wait`: the bus's inline path (handlers run in the caller's task).
+//! * `emit_inline_delivery`: `emit` to subscriptions made with `Delivery::Inline`
+//!   (synchronous handlers called by `emit` itself, no queue); sync scenarios only.
 //! * `emit`, `try_emit`: the queued path (one queue and one worker task per
 //!   subscription); timed until every handler call has finished.
 //! * `broadcast`: `tokio::sync::broadcast`, one receiver task per handler, same handler
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use ixp_core::events::{Event, EventBus, Subscription};
+use ixp_core::events::{Delivery, Event, EventBus, SubscribeOptions, Subscription};
 use tokio::runtime::Runtime;
 use tokio::sync::broadcast;
 
@@ -106,19 +108,33 @@ impl Scenario {
 
     /// A bus with the scenario's subscriptions (made on first use, so that a filtered
     /// run sets up only what it measures).
-    fn setup(&self, rt: &Runtime, count: &'static AtomicU64) -> (EventBus, Vec<Subscription>) {
+    fn setup(
+        &self,
+        rt: &Runtime,
+        count: &'static AtomicU64,
+        delivery: Delivery,
+    ) -> (EventBus, Vec<Subscription>) {
         let bus = EventBus::new();
-        let subs = rt.block_on(async { self.subscribe(&bus, count) });
+        let subs = rt.block_on(async { self.subscribe(&bus, count, delivery) });
         (bus, subs)
     }
 
-    fn subscribe(&self, bus: &EventBus, count: &'static AtomicU64) -> Vec<Subscription> {
+    fn subscribe(
+        &self,
+        bus: &EventBus,
+        count: &'static AtomicU64,
+        delivery: Delivery,
+    ) -> Vec<Subscription> {
+        let options = SubscribeOptions {
+            delivery,
+            ..SubscribeOptions::default()
+        };
         let mut subs = Vec::new();
         for pattern in &self.patterns {
             for _ in 0..self.per_topic {
                 let sub = match self.body {
-                    Body::Sync => bus.on(pattern, sync_handler(count)),
-                    Body::Async => bus.on(pattern, async_handler(count)),
+                    Body::Sync => bus.on_with(pattern, options, sync_handler(count)),
+                    Body::Async => bus.on_with(pattern, options, async_handler(count)),
                 };
                 subs.push(sub.expect("valid pattern"));
             }
@@ -204,18 +220,29 @@ fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
         }
     }
 
-    // The inline path.
-    {
+    // The inline paths: `emit_and_wait`, and `emit` to inline subscriptions (which
+    // need synchronous handlers). Both are done when the call returns.
+    for (path, delivery) in [
+        ("emit_and_wait", Delivery::Queued),
+        ("emit_inline_delivery", Delivery::Inline),
+    ] {
+        if delivery == Delivery::Inline && matches!(scenario.body, Body::Async) {
+            continue;
+        }
         let mut state = None;
-        group.bench_function("emit_and_wait", |b| {
-            let (bus, _subs) = state.get_or_insert_with(|| scenario.setup(rt, counter()));
+        group.bench_function(path, |b| {
+            let (bus, _subs) = state.get_or_insert_with(|| scenario.setup(rt, counter(), delivery));
             b.to_async(rt).iter_custom(|iters| {
                 let bus = &*bus;
                 async move {
                     let start = Instant::now();
                     for i in 0..iters {
-                        let report = bus.emit_and_wait(&topics[i as usize % n_topics], i).await;
-                        black_box(report);
+                        let topic = &topics[i as usize % n_topics];
+                        if delivery == Delivery::Inline {
+                            black_box(bus.emit(topic, i).await);
+                        } else {
+                            black_box(bus.emit_and_wait(topic, i).await);
+                        }
                     }
                     start.elapsed()
                 }
@@ -228,7 +255,8 @@ fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
         let count = counter();
         let mut state = None;
         group.bench_function(path, |b| {
-            let (bus, _subs) = state.get_or_insert_with(|| scenario.setup(rt, count));
+            let (bus, _subs) =
+                state.get_or_insert_with(|| scenario.setup(rt, count, Delivery::Queued));
             b.to_async(rt).iter_custom(|iters| {
                 let bus = &*bus;
                 async move {

@@ -24,6 +24,11 @@
 //!   failures.
 //! * [`EventBus::try_emit`] never waits: a full queue counts as a drop for that
 //!   subscription (logged), whatever its policy.
+//! * A subscription with [`Delivery::Inline`] has no queue: `emit` and `try_emit` call
+//!   its (synchronous) handler in the publisher's task before they return. It is for
+//!   handlers that only hand the event on, such as into a buffer of their own, where a
+//!   queue and a worker would cost more than the handler. Calls from several publishers
+//!   may run at the same time.
 //!
 //! # Failures
 //!
@@ -99,6 +104,12 @@ pub enum EventError {
         actual: &'static str,
         /// Why decoding failed.
         reason: String,
+    },
+    /// An inline subscription's handler is not synchronous.
+    #[error("subscription to `{pattern}`: an inline handler must return `std::future::ready(..)` (it runs inside `emit`, which cannot wait for it)")]
+    InlineHandlerNotReady {
+        /// The subscription's pattern.
+        pattern: String,
     },
     /// The payload could not be serialized to JSON.
     #[error("event `{topic}`: payload cannot be serialized: {source}")]
@@ -252,6 +263,40 @@ pub enum Overflow {
     DropNewest,
 }
 
+/// How a subscription's handler gets its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Through the subscription's own queue and worker task: publishers never run the
+    /// handler, and it sees one event at a time, in each publisher's order.
+    #[default]
+    Queued,
+    /// Called by `emit` / `try_emit` in the publisher's task (and tracing span) before
+    /// they return; no queue, so `capacity` and `overflow` do not apply. Only for a
+    /// synchronous handler (returning `std::future::ready(..)`) that never blocks and
+    /// does not publish itself; calls from several publishers may overlap. Failures and
+    /// panics are reported as for a queued handler.
+    ///
+    /// ```
+    /// use ixp_core::events::{Delivery, Event, EventBus, SubscribeOptions};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = EventBus::new();
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let buffer = seen.clone();
+    /// let inline = SubscribeOptions { delivery: Delivery::Inline, ..Default::default() };
+    /// let _sub = bus.on_with("order.*", inline, move |event: Event| {
+    ///     buffer.lock().unwrap().push(event.topic().to_owned());
+    ///     std::future::ready(())
+    /// })?;
+    /// bus.emit("order.paid", 42).await;
+    /// // Already handled when `emit` returns.
+    /// assert_eq!(*seen.lock().unwrap(), ["order.paid"]);
+    /// # Ok(()) }
+    /// ```
+    Inline,
+}
+
 /// Options of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscribeOptions {
@@ -261,6 +306,8 @@ pub struct SubscribeOptions {
     pub overflow: Overflow,
     /// Handle one event and unsubscribe.
     pub once: bool,
+    /// Queued (the default) or called inline by the publisher.
+    pub delivery: Delivery,
 }
 
 impl Default for SubscribeOptions {
@@ -269,6 +316,7 @@ impl Default for SubscribeOptions {
             capacity: 1024,
             overflow: Overflow::Wait,
             once: false,
+            delivery: Delivery::Queued,
         }
     }
 }
@@ -850,13 +898,19 @@ impl EventBus {
         Fut::Output: HandlerOutput,
     {
         let parsed = Pattern::parse(pattern)?;
+        let handler = Handler::new(handler);
+        if options.delivery == Delivery::Inline && matches!(handler, Handler::Async(_)) {
+            return Err(EventError::InlineHandlerNotReady {
+                pattern: pattern.to_owned(),
+            });
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let sub = Arc::new(Sub {
             id,
             core: Arc::new(SubCore {
                 pattern: parsed,
                 owner: self.owner.clone(),
-                handler: Handler::new(handler),
+                handler,
             }),
             options: SubscribeOptions {
                 capacity: options.capacity.max(1),
@@ -905,7 +959,8 @@ impl EventBus {
     }
 
     /// Emits an event without waiting for handlers (see the module docs for ordering
-    /// and back-pressure). Returns how many subscriptions it was queued for.
+    /// and back-pressure). Returns how many subscriptions it was queued for (or handed
+    /// to, for inline ones).
     pub async fn emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
         let routes = self.inner.snapshot();
         let (topic, exact) = routes.exact_route(topic);
@@ -925,6 +980,10 @@ impl EventBus {
         let mut queued = 0;
         for sub in routes.matching(exact, &event.topic) {
             if !self.fire(sub) {
+                continue;
+            }
+            if sub.options.delivery == Delivery::Inline {
+                queued += usize::from(self.call_inline(sub, &event));
                 continue;
             }
             let Some(sender) = self.queue_of(sub) else {
@@ -951,7 +1010,9 @@ impl EventBus {
             if !self.fire(sub) {
                 continue;
             }
-            if let Some(sender) = self.queue_of(sub) {
+            if sub.options.delivery == Delivery::Inline {
+                queued += usize::from(self.call_inline(sub, &event));
+            } else if let Some(sender) = self.queue_of(sub) {
                 queued += usize::from(self.try_queue(sub, &sender, &event));
             }
         }
@@ -1080,6 +1141,22 @@ impl EventBus {
             payload: Arc::new(payload),
             source: self.owner.clone(),
         }
+    }
+
+    /// Calls an inline subscription's handler now (failures reported); whether it was
+    /// called (not once the subscription is removed).
+    fn call_inline(&self, sub: &Sub, event: &Event) -> bool {
+        // `on_with` accepts only synchronous handlers for inline delivery.
+        let Handler::Ready(handler) = &sub.core.handler else {
+            return false;
+        };
+        if sub.is_closed() {
+            return false;
+        }
+        if let Err(message) = run_ready(handler, event.clone()) {
+            report_failure(Some(&self.inner), &sub.core, &event.topic, &message);
+        }
+        true
     }
 
     fn try_queue(&self, sub: &Arc<Sub>, sender: &mpsc::Sender<Event>, event: &Event) -> bool {

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ixp_core::events::{ErrorOccurred, Event, EventBus, Overflow, SubscribeOptions, TypedEvent};
+use ixp_core::events::{
+    Delivery, ErrorOccurred, Event, EventBus, EventError, Overflow, SubscribeOptions, TypedEvent,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -205,7 +207,7 @@ async fn a_slow_subscriber_with_wait_applies_back_pressure_and_loses_nothing() {
     let options = SubscribeOptions {
         capacity: 2,
         overflow: Overflow::Wait,
-        once: false,
+        ..SubscribeOptions::default()
     };
     let _sub = bus
         .on_with("slow", options, move |_| {
@@ -250,7 +252,7 @@ async fn a_slow_subscriber_with_drop_newest_counts_its_drops() {
     let options = SubscribeOptions {
         capacity: 1,
         overflow: Overflow::DropNewest,
-        once: false,
+        ..SubscribeOptions::default()
     };
     let sub = bus
         .on_with("burst", options, move |_| {
@@ -409,6 +411,118 @@ async fn has_subscribers_follows_subscriptions_taps_and_owners() {
     assert!(!bus.has_subscribers("user.created"));
     bus.tap(|_| {});
     assert!(bus.has_subscribers("anything"), "a tap sees every event");
+}
+
+const INLINE: SubscribeOptions = SubscribeOptions {
+    capacity: 1,
+    overflow: Overflow::Wait,
+    once: false,
+    delivery: Delivery::Inline,
+};
+
+/// An inline subscription recording topics (and panicking on `boom`).
+fn inline_recorder(bus: &EventBus, pattern: &str) -> (ixp_core::Subscription, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let sub = bus
+        .on_with(pattern, INLINE, move |event: Event| {
+            assert!(event.topic() != "boom", "boom");
+            sink.lock().expect("lock").push(event.topic().to_owned());
+            std::future::ready(())
+        })
+        .expect("valid pattern");
+    (sub, seen)
+}
+
+#[tokio::test]
+async fn an_inline_subscription_is_called_before_emit_returns() {
+    let bus = EventBus::new();
+    let (sub, seen) = inline_recorder(&bus, "order.*");
+    let (_queued, queued) = recorder(&bus, "order.*");
+    assert_eq!(bus.emit("order.paid", 1).await, 2);
+    assert_eq!(bus.try_emit("order.sent", 2), 2);
+    bus.emit_event(Event::new("order.late", 3)).await;
+    assert_eq!(bus.emit("user.created", 4).await, 0);
+    // No waiting: the inline handler already ran, in order.
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        ["order.paid", "order.sent", "order.late"]
+    );
+    assert_eq!(settle(&queued, 3).await.len(), 3);
+    drop(sub);
+    assert_eq!(bus.emit("order.paid", 5).await, 1);
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        3,
+        "not called once removed"
+    );
+}
+
+#[tokio::test]
+async fn an_inline_once_subscription_sees_one_event() {
+    let bus = EventBus::new();
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let sub = bus
+        .on_with(
+            "tick",
+            SubscribeOptions {
+                once: true,
+                ..INLINE
+            },
+            move |event: Event| {
+                sink.lock().expect("lock").push(event.topic().to_owned());
+                std::future::ready(())
+            },
+        )
+        .expect("valid");
+    assert_eq!(bus.emit("tick", ()).await, 1);
+    assert_eq!(bus.emit("tick", ()).await, 0);
+    assert_eq!(seen.lock().expect("lock").len(), 1);
+    assert!(!sub.is_active());
+}
+
+#[tokio::test]
+async fn an_inline_subscription_needs_a_synchronous_handler() {
+    let bus = EventBus::new();
+    let refused = bus
+        .on_with("order.*", INLINE, |_e: Event| async {})
+        .expect_err("an async handler cannot run inline");
+    assert!(
+        matches!(&refused, EventError::InlineHandlerNotReady { pattern } if pattern == "order.*")
+    );
+    assert!(refused.to_string().contains("`order.*`"), "{refused}");
+    assert!(!bus.has_subscribers("order.paid"));
+}
+
+#[tokio::test]
+async fn a_panicking_inline_handler_is_reported_and_keeps_receiving() {
+    let bus = EventBus::new();
+    let errors: Arc<Mutex<Vec<ErrorOccurred>>> = Arc::default();
+    let sink = errors.clone();
+    let _errors = bus
+        .subscribe::<ErrorOccurred, _, _>(move |e| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().expect("lock").push((*e).clone());
+            }
+        })
+        .expect("valid");
+    let (_sub, seen) = inline_recorder(&bus.scoped("inline-plugin"), "*");
+    assert_eq!(bus.emit("boom", ()).await, 1);
+    assert_eq!(bus.emit("calm", ()).await, 1);
+    assert_eq!(*seen.lock().expect("lock"), ["calm"]);
+    for _ in 0..200 {
+        if !errors.lock().expect("lock").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let errors = errors.lock().expect("lock").clone();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].plugin.as_deref(), Some("inline-plugin"));
+    assert_eq!(errors[0].topic.as_deref(), Some("boom"));
+    assert_eq!(errors[0].message, "handler panicked: boom");
 }
 
 #[tokio::test]
