@@ -35,6 +35,9 @@ use tokio::time::Instant;
 
 use super::config::{AnalyticsConfig, Timing};
 
+/// The serialized size of a typical request event (the body's first allocation).
+const TYPICAL_EVENT_BYTES: usize = 256;
+
 /// How long the health stays degraded after an event was dropped.
 const DROP_DEGRADES_FOR: Duration = Duration::from_secs(60);
 
@@ -87,13 +90,51 @@ impl TrackEvent {
     }
 }
 
-/// An event as it is sent: the tracked event with its id and timestamp.
+/// The fields of an event to track, borrowed: what [`Analytics::enqueue`] serializes
+/// (straight from the caller's data: no intermediate JSON tree).
+pub(crate) struct Fields<'a, P: ?Sized> {
+    pub(crate) event: &'a str,
+    pub(crate) user_id: Option<&'a str>,
+    pub(crate) session_id: Option<&'a str>,
+    pub(crate) topic: Option<&'a str>,
+    /// Serializes to a JSON object.
+    pub(crate) properties: &'a P,
+}
+
+/// An event as it is sent: its id and timestamp, then the tracked fields (the order of
+/// the [module docs](super)' example).
 #[derive(Serialize)]
-struct WireEvent<'a> {
-    id: &'a str,
-    timestamp: String,
-    #[serde(flatten)]
-    event: &'a TrackEvent,
+#[serde(rename_all = "camelCase")]
+struct WireEvent<'a, P: ?Sized> {
+    #[serde(serialize_with = "display")]
+    id: EventId<'a>,
+    #[serde(serialize_with = "display")]
+    timestamp: humantime::Rfc3339Timestamp,
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    properties: &'a P,
+}
+
+/// `<instance prefix>-<sequence>`.
+struct EventId<'a> {
+    prefix: &'a str,
+    seq: u64,
+}
+
+impl fmt::Display for EventId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.prefix, self.seq)
+    }
+}
+
+/// Serializes a value as the string its `Display` writes (no `String` in between).
+fn display<T: fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// Why an event was not accepted. Every refusal is also counted in `dropped`.
@@ -308,21 +349,41 @@ impl Analytics {
     /// Tracks a whole event (user, session, properties). Returns its id, or why it was
     /// dropped; never waits.
     pub fn track_event(&self, event: TrackEvent) -> Result<String, TrackError> {
-        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{seq}", self.shared.id_prefix);
-        let wire = WireEvent {
-            id: &id,
-            timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            event: &event,
-        };
-        let body = match serde_json::to_vec(&wire) {
-            Ok(body) => body,
-            Err(e) => {
-                self.count_drop(None);
-                return Err(TrackError::Properties(e.to_string()));
-            }
-        };
+        let seq = self.enqueue(&Fields {
+            event: &event.event,
+            user_id: event.user_id.as_deref(),
+            session_id: event.session_id.as_deref(),
+            topic: event.topic.as_deref(),
+            properties: &event.properties,
+        })?;
+        Ok(format!("{}-{seq}", self.shared.id_prefix))
+    }
+
+    /// Stamps `fields` with an id and the time, serializes them and buffers the result.
+    /// Returns the id's sequence number, or why the event was dropped; never waits.
+    pub(crate) fn enqueue<P: Serialize + ?Sized>(
+        &self,
+        fields: &Fields<'_, P>,
+    ) -> Result<u64, TrackError> {
         let shared = &self.shared;
+        let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        let wire = WireEvent {
+            id: EventId {
+                prefix: &shared.id_prefix,
+                seq,
+            },
+            timestamp: humantime::format_rfc3339_millis(SystemTime::now()),
+            event: fields.event,
+            user_id: fields.user_id,
+            session_id: fields.session_id,
+            topic: fields.topic,
+            properties: fields.properties,
+        };
+        let mut body = Vec::with_capacity(TYPICAL_EVENT_BYTES);
+        if let Err(e) = serde_json::to_writer(&mut body, &wire) {
+            self.count_drop(None);
+            return Err(TrackError::Properties(e.to_string()));
+        }
         let mut buffer = shared.buffer();
         if !buffer.open {
             drop(buffer);
@@ -347,7 +408,7 @@ impl Analytics {
         if len == 1 || len == shared.batch_size {
             shared.wake.notify_one();
         }
-        Ok(id)
+        Ok(seq)
     }
 
     /// Sends what is buffered now (without waiting for `flushInterval`) and waits until
@@ -490,6 +551,20 @@ impl Analytics {
             ));
         }
         left as u64
+    }
+}
+
+#[cfg(test)]
+impl Analytics {
+    /// Opens intake without a sender (the events stay buffered).
+    pub(crate) fn open_intake(&self) {
+        self.shared.buffer().open = true;
+    }
+
+    /// The buffered events' bodies.
+    pub(crate) fn queued(&self) -> Vec<Vec<u8>> {
+        let buffer = self.shared.buffer();
+        buffer.queue.iter().map(|p| p.body.clone()).collect()
     }
 }
 

@@ -54,7 +54,9 @@
 //!
 //! # When the collector is slow or away
 //!
-//! Bus handlers only enqueue, so requests are never slowed by the collector.
+//! The bus calls the plugin's handlers inline ([`Delivery::Inline`](ixp_core::events::Delivery)):
+//! a tracked event is serialized into the plugin's own buffer while `emit` runs, and
+//! nothing on a request's path ever waits for the collector.
 //!
 //! * Failed requests (connection errors, timeouts, HTTP 408, 429, 5xx) are retried with
 //!   exponential backoff, the batch kept (the guide's re-queue); with `maxRetries` set,
@@ -66,8 +68,7 @@
 //!   [`TrackError::BufferFull`], `dropped` grows, a warning is logged at the 1st, 2nd,
 //!   4th, 8th ... drop, and the health is *degraded* until a minute after the last drop.
 //! * **On stop** (and so on SIGTERM or Ctrl-C to `ixp-app`, which stops the plugins after
-//!   the in-flight requests), the host first hands over the bus events still queued for
-//!   the plugin, then everything buffered is sent at once, retrying until
+//!   the in-flight requests), everything buffered is sent at once, retrying until
 //!   `flushTimeout`; what is unconfirmed by then is counted in `lost` and logged. Keep
 //!   `flushTimeout` below the plugin's `hook_timeout` (30 s by default).
 //!
@@ -90,6 +91,7 @@ pub use tracking::UserAction;
 
 use std::sync::Arc;
 
+use ixp_core::events::{Delivery, SubscribeOptions};
 use ixp_core::{
     ixp_plugin, BoxError, ConfigViolation, Event, HealthStatus, Plugin, PluginContext, PluginHealth,
 };
@@ -167,14 +169,20 @@ impl Plugin for AnalyticsPlugin {
         }
         ctx.services()
             .register_arc("analytics", self.analytics.clone())?;
+        // Inline: the handler only serializes the event into the service's buffer, so
+        // the publisher calls it directly (a queue and a worker task per event would
+        // cost more than the handler).
+        let inline = SubscribeOptions {
+            delivery: Delivery::Inline,
+            ..SubscribeOptions::default()
+        };
         for pattern in &self.config.events {
             let analytics = self.analytics.clone();
             ctx.events()
-                .on(pattern, move |event: Event| {
-                    // Only enqueue (a refusal is counted and logged by the service):
-                    // never wait for the collector here. A synchronous body: the bus
-                    // calls it without boxing a future.
-                    let _ = analytics.track_event(tracking::track_event(&event));
+                .on_with(pattern, inline, move |event: Event| {
+                    // A refusal is counted and logged by the service; never waits for
+                    // the collector.
+                    let _ = tracking::track(&analytics, &event);
                     std::future::ready(())
                 })?
                 .detach();

@@ -7,7 +7,7 @@ use ixp_core::{Event, TypedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::client::TrackEvent;
+use super::client::{Analytics, Fields, TrackError};
 
 /// The payload of `user.action` (the guide's `UserActionEvent`): publish it with
 /// [`EventBus::publish`](ixp_core::EventBus::publish), or emit the same JSON shape
@@ -70,88 +70,127 @@ impl TypedEvent for UserAction {
     const TOPIC: &'static str = "user.action";
 }
 
-fn object(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Map<String, Value> {
-    pairs
-        .into_iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+/// The properties of `request_started` and `request_completed`, borrowed from the
+/// bus event.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestProperties<'a> {
+    request_id: u64,
+    method: &'a str,
+    url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_size: Option<u64>,
 }
 
-/// The tracked form of a bus event. Known topics get the guide's names and properties;
-/// any other topic (or a payload of another shape) becomes `<topic with _ for .>` with
-/// the payload's JSON as properties.
-pub(crate) fn track_event(event: &Event) -> TrackEvent {
+/// The properties of `error_occurred`, borrowed from the bus event.
+#[derive(Serialize)]
+struct ErrorProperties<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugin: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+}
+
+/// An event named `name` from the bus topic `topic`.
+fn from_topic<'a, P: ?Sized>(topic: &'a str, name: &'a str, properties: &'a P) -> Fields<'a, P> {
+    Fields {
+        event: name,
+        user_id: None,
+        session_id: None,
+        topic: Some(topic),
+        properties,
+    }
+}
+
+/// Tracks a bus event. Known topics get the guide's names and properties; any other
+/// topic (or a payload of another shape) becomes `<topic with _ for .>` with the
+/// payload's JSON as properties. The known events are serialized straight from the
+/// payload (no JSON tree in between: this runs for every request).
+pub(crate) fn track(analytics: &Analytics, event: &Event) -> Result<(), TrackError> {
     let topic = event.topic();
-    let known = match topic {
-        RequestStarted::TOPIC => event.decode::<RequestStarted>().ok().map(|e| TrackEvent {
-            event: "request_started".into(),
-            properties: object([
-                ("requestId", e.id.into()),
-                ("method", e.method.clone().into()),
-                ("url", e.path.clone().into()),
-            ]),
-            ..TrackEvent::default()
+    let tracked = match topic {
+        RequestStarted::TOPIC => event.decode::<RequestStarted>().ok().map(|e| {
+            let properties = RequestProperties {
+                request_id: e.id,
+                method: &e.method,
+                url: &e.path,
+                status_code: None,
+                duration: None,
+                response_size: None,
+            };
+            analytics.enqueue(&from_topic(topic, "request_started", &properties))
         }),
-        RequestCompleted::TOPIC => event.decode::<RequestCompleted>().ok().map(|e| TrackEvent {
-            event: "request_completed".into(),
-            properties: object([
-                ("requestId", e.id.into()),
-                ("method", e.method.clone().into()),
-                ("url", e.path.clone().into()),
-                ("statusCode", e.status.into()),
-                ("duration", e.duration_ms.into()),
-                ("responseSize", e.response_size.into()),
-            ]),
-            ..TrackEvent::default()
+        RequestCompleted::TOPIC => event.decode::<RequestCompleted>().ok().map(|e| {
+            let properties = RequestProperties {
+                request_id: e.id,
+                method: &e.method,
+                url: &e.path,
+                status_code: Some(e.status),
+                duration: Some(e.duration_ms).filter(|ms| ms.is_finite()),
+                response_size: e.response_size,
+            };
+            analytics.enqueue(&from_topic(topic, "request_completed", &properties))
         }),
-        ErrorOccurred::TOPIC => event.decode::<ErrorOccurred>().ok().map(|e| TrackEvent {
-            event: "error_occurred".into(),
-            properties: object([
-                ("error", e.source.clone().into()),
-                ("message", e.message.clone().into()),
-                ("plugin", e.plugin.clone().into()),
-                ("topic", e.topic.clone().into()),
-            ]),
-            ..TrackEvent::default()
+        ErrorOccurred::TOPIC => event.decode::<ErrorOccurred>().ok().map(|e| {
+            let properties = ErrorProperties {
+                error: &e.source,
+                message: &e.message,
+                plugin: e.plugin.as_deref(),
+                topic: e.topic.as_deref(),
+            };
+            analytics.enqueue(&from_topic(topic, "error_occurred", &properties))
         }),
         UserAction::TOPIC => event
             .decode::<UserAction>()
             .ok()
             .filter(|a| !a.action.is_empty())
-            .map(|a| TrackEvent {
-                event: a.action.clone(),
-                user_id: a.user_id.clone(),
-                session_id: a.session_id.clone(),
-                properties: a.properties.clone(),
-                ..TrackEvent::default()
+            .map(|a| {
+                analytics.enqueue(&Fields {
+                    user_id: a.user_id.as_deref(),
+                    session_id: a.session_id.as_deref(),
+                    ..from_topic(topic, &a.action, &a.properties)
+                })
             }),
         _ => None,
     };
-    let mut tracked = known.unwrap_or_else(|| {
-        let properties = match event.to_json() {
-            Ok(Value::Object(map)) => map,
-            Ok(Value::Null) => Map::new(),
-            Ok(other) => object([("value", other)]),
-            Err(e) => object([("unserializable", e.to_string().into())]),
-        };
-        TrackEvent {
-            event: topic.replace('.', "_"),
-            properties,
-            ..TrackEvent::default()
-        }
-    });
-    tracked.topic = Some(topic.to_owned());
-    tracked
+    if let Some(result) = tracked {
+        return result.map(drop);
+    }
+    let properties = match event.to_json() {
+        Ok(Value::Object(map)) => map,
+        Ok(Value::Null) => Map::new(),
+        Ok(other) => Map::from_iter([("value".to_owned(), other)]),
+        Err(e) => Map::from_iter([("unserializable".to_owned(), e.to_string().into())]),
+    };
+    analytics
+        .enqueue(&from_topic(topic, &topic.replace('.', "_"), &properties))
+        .map(drop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analytics::AnalyticsConfig;
+
+    /// What `track` buffered for `event`, as JSON.
+    fn tracked(event: Event) -> Value {
+        let analytics = Analytics::new(&AnalyticsConfig::default());
+        analytics.open_intake();
+        track(&analytics, &event).expect("tracked");
+        let mut queued = analytics.queued();
+        assert_eq!(queued.len(), 1);
+        serde_json::from_slice(&queued.remove(0)).expect("JSON")
+    }
 
     #[test]
     fn request_events_get_the_guides_names_and_properties() {
-        let completed = track_event(&Event::new(
+        let completed = tracked(Event::new(
             "request.completed",
             RequestCompleted {
                 id: 7,
@@ -162,30 +201,75 @@ mod tests {
                 response_size: None,
             },
         ));
-        assert_eq!(completed.event, "request_completed");
-        assert_eq!(completed.topic.as_deref(), Some("request.completed"));
+        assert_eq!(completed["event"], "request_completed");
+        assert_eq!(completed["topic"], "request.completed");
         assert_eq!(
-            Value::Object(completed.properties),
+            completed["properties"],
             serde_json::json!({"requestId": 7, "method": "GET", "url": "/hello", "statusCode": 200, "duration": 1.5})
+        );
+        let started = tracked(Event::new(
+            "request.started",
+            RequestStarted {
+                id: 8,
+                method: "POST".into(),
+                path: "/a".into(),
+            },
+        ));
+        assert_eq!(started["event"], "request_started");
+        assert_eq!(
+            started["properties"],
+            serde_json::json!({"requestId": 8, "method": "POST", "url": "/a"})
+        );
+        // Every event carries an id and a millisecond RFC 3339 timestamp.
+        let id = started["id"].as_str().expect("id");
+        assert!(
+            id.split_once('-').is_some_and(|(_, seq)| seq == "1"),
+            "{id}"
+        );
+        let at = started["timestamp"].as_str().expect("timestamp");
+        assert!(
+            humantime::parse_rfc3339(at).is_ok() && at.len() == 24,
+            "{at}"
+        );
+    }
+
+    #[test]
+    fn the_same_events_as_json_from_another_process() {
+        let remote = tracked(Event::new(
+            "request.completed",
+            serde_json::json!({"id": 3, "method": "GET", "path": "/x", "status": 503,
+                               "duration_ms": 2.0, "response_size": 12}),
+        ));
+        assert_eq!(remote["event"], "request_completed");
+        assert_eq!(remote["properties"]["responseSize"], 12);
+        let error = tracked(Event::new(
+            "error.occurred",
+            serde_json::json!({"source": "http", "message": "boom", "plugin": null, "topic": null}),
+        ));
+        assert_eq!(error["event"], "error_occurred");
+        assert_eq!(
+            error["properties"],
+            serde_json::json!({"error": "http", "message": "boom"})
         );
     }
 
     #[test]
     fn user_actions_from_json_and_other_topics() {
-        let action = track_event(&Event::new(
+        let action = tracked(Event::new(
             "user.action",
             serde_json::json!({"action": "signup", "userId": "u1", "properties": {"plan": "pro"}}),
         ));
-        assert_eq!(action.event, "signup");
-        assert_eq!(action.user_id.as_deref(), Some("u1"));
-        assert_eq!(action.properties["plan"], "pro");
+        assert_eq!(action["event"], "signup");
+        assert_eq!(action["userId"], "u1");
+        assert!(action.get("sessionId").is_none());
+        assert_eq!(action["properties"]["plan"], "pro");
 
-        let odd = track_event(&Event::new("user.action", 42));
-        assert_eq!(odd.event, "user_action");
-        assert_eq!(odd.properties["value"], 42);
+        let odd = tracked(Event::new("user.action", 42));
+        assert_eq!(odd["event"], "user_action");
+        assert_eq!(odd["properties"]["value"], 42);
 
-        let order = track_event(&Event::new("order.paid", serde_json::json!({"total": 3})));
-        assert_eq!(order.event, "order_paid");
-        assert_eq!(order.properties["total"], 3);
+        let order = tracked(Event::new("order.paid", serde_json::json!({"total": 3})));
+        assert_eq!(order["event"], "order_paid");
+        assert_eq!(order["properties"]["total"], 3);
     }
 }
