@@ -476,8 +476,6 @@ struct SubCore {
 struct Queue {
     sender: Option<mpsc::Sender<Event>>,
     worker: Option<JoinHandle<()>>,
-    /// The subscription was removed: no new events, the worker drains and ends.
-    closed: bool,
 }
 
 struct Sub {
@@ -486,6 +484,10 @@ struct Sub {
     options: SubscribeOptions,
     fired: AtomicBool,
     dropped: AtomicU64,
+    /// The subscription was removed: no new events (a queued one's worker drains and
+    /// ends). Set under the queue's lock, so that no worker starts after it; read
+    /// without it on the inline path.
+    closed: AtomicBool,
     queue: Mutex<Queue>,
 }
 
@@ -498,13 +500,13 @@ impl Sub {
     /// worker, to wait for.
     fn close(&self) -> Option<JoinHandle<()>> {
         let mut queue = self.lock_queue();
-        queue.closed = true;
+        self.closed.store(true, Ordering::Release);
         queue.sender = None;
         queue.worker.take()
     }
 
     fn is_closed(&self) -> bool {
-        self.lock_queue().closed
+        self.closed.load(Ordering::Acquire)
     }
 }
 
@@ -918,6 +920,7 @@ impl EventBus {
             },
             fired: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             queue: Mutex::new(Queue::default()),
         });
         self.inner.update(|table| {
@@ -1183,7 +1186,8 @@ impl EventBus {
     /// subscription was removed.
     fn queue_of(&self, sub: &Arc<Sub>) -> Option<mpsc::Sender<Event>> {
         let mut queue = sub.lock_queue();
-        if queue.closed {
+        // Read under the lock `close` sets it under: no worker starts after a close.
+        if sub.is_closed() {
             return None;
         }
         if let Some(sender) = &queue.sender {

@@ -459,8 +459,11 @@ async fn request_events(events: EventBus, request: Request, mut router: Router) 
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let started = Instant::now();
-    // Events nobody receives are not built (a request then costs no allocation here).
+    // Events nobody receives are not built (a request then costs no allocation here,
+    // nor a clock read); whether anyone listens is decided as the request starts.
+    let started = events
+        .has_subscribers(RequestCompleted::TOPIC)
+        .then(Instant::now);
     if events.has_subscribers(RequestStarted::TOPIC) {
         let started = RequestStarted {
             id,
@@ -512,7 +515,7 @@ async fn request_events(events: EventBus, request: Request, mut router: Router) 
             )
             .await;
     }
-    if events.has_subscribers(RequestCompleted::TOPIC) {
+    if let Some(started) = started {
         let completed = RequestCompleted {
             id,
             method: method.to_string(),
