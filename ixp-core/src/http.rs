@@ -467,7 +467,7 @@ async fn request_events(events: EventBus, request: Request, mut router: Router) 
     if events.has_subscribers(RequestStarted::TOPIC) {
         let started = RequestStarted {
             id,
-            method: method.to_string(),
+            method: method.as_str().to_owned(),
             path: uri.path().to_owned(),
         };
         events.emit(RequestStarted::TOPIC, started).await;
@@ -518,7 +518,7 @@ async fn request_events(events: EventBus, request: Request, mut router: Router) 
     if let Some(started) = started {
         let completed = RequestCompleted {
             id,
-            method: method.to_string(),
+            method: method.as_str().to_owned(),
             path: uri.path().to_owned(),
             status: response.status().as_u16(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
