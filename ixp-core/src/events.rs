@@ -424,6 +424,15 @@ impl Pattern {
     }
 }
 
+/// What a publish does when a subscription's queue is full.
+#[derive(Clone, Copy)]
+enum WhenFull {
+    /// What the subscription asked for ([`Overflow`]).
+    AsSubscribed,
+    /// Drop the event for that subscription (counted and logged): `try_emit`.
+    Drop,
+}
+
 /// A subscription's handler, type-erased.
 enum Handler {
     /// The handler returns `std::future::Ready` (a synchronous body): it is called
@@ -966,60 +975,72 @@ impl EventBus {
     /// to, for inline ones).
     pub async fn emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
         let routes = self.inner.snapshot();
-        let (topic, exact) = routes.exact_route(topic);
-        let event = self.event(topic, payload);
-        self.queue_event(&routes, exact, event).await
+        let (key, exact) = routes.exact_route(topic);
+        let event = self.event(key, payload);
+        self.hand_over(&routes, exact, topic, event, WhenFull::AsSubscribed)
+            .await
     }
 
     /// Emits an already built event (its source is kept).
     pub async fn emit_event(&self, event: Event) -> usize {
         let routes = self.inner.snapshot();
-        let exact = routes.exact_subs(&event.topic);
-        self.queue_event(&routes, exact, event).await
-    }
-
-    async fn queue_event(&self, routes: &Routes, exact: &[Arc<Sub>], event: Event) -> usize {
-        routes.tap(&event);
-        let mut queued = 0;
-        for sub in routes.matching(exact, &event.topic) {
-            if !self.fire(sub) {
-                continue;
-            }
-            if sub.options.delivery == Delivery::Inline {
-                queued += usize::from(self.call_inline(sub, &event));
-                continue;
-            }
-            let Some(sender) = self.queue_of(sub) else {
-                continue;
-            };
-            let delivered = match sub.options.overflow {
-                Overflow::Wait => sender.send(event.clone()).await.is_ok(),
-                Overflow::DropNewest => self.try_queue(sub, &sender, &event),
-            };
-            queued += usize::from(delivered);
-        }
-        queued
+        let topic = event.topic.clone();
+        let exact = routes.exact_subs(&topic);
+        self.hand_over(&routes, exact, &topic, event, WhenFull::AsSubscribed)
+            .await
     }
 
     /// Emits without ever waiting: a full queue is a counted, logged drop for that
     /// subscription. Needs a tokio runtime for the handlers to run.
     pub fn try_emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
         let routes = self.inner.snapshot();
-        let (topic, exact) = routes.exact_route(topic);
-        let event = self.event(topic, payload);
+        let (key, exact) = routes.exact_route(topic);
+        let event = self.event(key, payload);
+        // With `WhenFull::Drop` nothing in `hand_over` waits: done in its first poll.
+        self.hand_over(&routes, exact, topic, event, WhenFull::Drop)
+            .now_or_never()
+            .unwrap_or(0)
+    }
+
+    /// Hands `event` (on `topic`) to every matching subscription: calls the inline
+    /// ones, queues for the others. The last one gets the event itself, the others a
+    /// clone. Returns how many got it.
+    async fn hand_over(
+        &self,
+        routes: &Routes,
+        exact: &[Arc<Sub>],
+        topic: &str,
+        event: Event,
+        when_full: WhenFull,
+    ) -> usize {
         routes.tap(&event);
-        let mut queued = 0;
-        for sub in routes.matching(exact, &event.topic) {
+        let mut handed = 0;
+        let mut subs = routes.matching(exact, topic).peekable();
+        let mut event = Some(event);
+        while let Some(sub) = subs.next() {
             if !self.fire(sub) {
                 continue;
             }
-            if sub.options.delivery == Delivery::Inline {
-                queued += usize::from(self.call_inline(sub, &event));
+            let this = match subs.peek() {
+                Some(_) => event.clone(),
+                None => event.take(),
+            };
+            let Some(this) = this else {
+                break;
+            };
+            let delivered = if sub.options.delivery == Delivery::Inline {
+                self.call_inline(sub, topic, this)
             } else if let Some(sender) = self.queue_of(sub) {
-                queued += usize::from(self.try_queue(sub, &sender, &event));
-            }
+                match (when_full, sub.options.overflow) {
+                    (WhenFull::AsSubscribed, Overflow::Wait) => sender.send(this).await.is_ok(),
+                    _ => self.try_queue(sub, &sender, this),
+                }
+            } else {
+                false
+            };
+            handed += usize::from(delivered);
         }
-        queued
+        handed
     }
 
     /// Calls every matching handler in this task, one after the other, and returns when
@@ -1148,7 +1169,7 @@ impl EventBus {
 
     /// Calls an inline subscription's handler now (failures reported); whether it was
     /// called (not once the subscription is removed).
-    fn call_inline(&self, sub: &Sub, event: &Event) -> bool {
+    fn call_inline(&self, sub: &Sub, topic: &str, event: Event) -> bool {
         // `on_with` accepts only synchronous handlers for inline delivery.
         let Handler::Ready(handler) = &sub.core.handler else {
             return false;
@@ -1156,16 +1177,16 @@ impl EventBus {
         if sub.is_closed() {
             return false;
         }
-        if let Err(message) = run_ready(handler, event.clone()) {
-            report_failure(Some(&self.inner), &sub.core, &event.topic, &message);
+        if let Err(message) = run_ready(handler, event) {
+            report_failure(Some(&self.inner), &sub.core, topic, &message);
         }
         true
     }
 
-    fn try_queue(&self, sub: &Arc<Sub>, sender: &mpsc::Sender<Event>, event: &Event) -> bool {
-        match sender.try_send(event.clone()) {
+    fn try_queue(&self, sub: &Arc<Sub>, sender: &mpsc::Sender<Event>, event: Event) -> bool {
+        match sender.try_send(event) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(event)) => {
                 let n = sub.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(
