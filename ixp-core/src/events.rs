@@ -544,6 +544,7 @@ impl Routes {
 
     /// The exact subscriptions of `topic`, and the topic as an `Arc<str>`: the key of
     /// its route when there is one (no allocation), else a new one. One lookup.
+    /// (`#[inline(always)]` here measured slower: 67 -> 71 ns for one handler.)
     #[inline]
     fn exact_route(&self, topic: &str) -> (Arc<str>, &[Arc<Sub>]) {
         match self.exact.get_key_value(topic) {
@@ -560,7 +561,11 @@ impl Routes {
     /// `exact` (the topic's exact subscriptions), then the matching wildcard ones in
     /// subscription order. Only the wildcard patterns that share the topic's first
     /// segment (or start with a wildcard) are tried.
-    #[inline]
+    ///
+    /// Always inlined: returned from a call, the iterator went through memory and was
+    /// read back in wider loads than it was written with (a store-forwarding stall:
+    /// ~20% of the one-handler `emit_and_wait` in `perf annotate`).
+    #[inline(always)]
     fn matching<'a>(&'a self, exact: &'a [Arc<Sub>], topic: &'a str) -> Matching<'a> {
         let by_first = if self.wild_by_first.is_empty() {
             &[][..]
@@ -1050,7 +1055,9 @@ impl EventBus {
         let (key, exact) = routes.exact_route(topic);
         let event = self.event(key, payload);
         routes.tap(&event);
-        let mut report = DeliveryReport::default();
+        // The report is assembled at the end (its fields as locals meanwhile).
+        let mut handled = 0;
+        let mut failures = Vec::new();
         let mut subs = routes.matching(exact, topic).peekable();
         // The last handler gets the event itself, the others a clone.
         let mut event = Some(event);
@@ -1065,7 +1072,7 @@ impl EventBus {
             let Some(this) = this else {
                 break;
             };
-            report.handled += 1;
+            handled += 1;
             // `run_handler`'s dispatch, written out so that a synchronous handler runs
             // without a future at all (through `run_handler`, its future held the event
             // and was moved into this one's state on every call).
@@ -1075,14 +1082,14 @@ impl EventBus {
             };
             if let Err(message) = outcome {
                 report_failure(Some(&self.inner), &sub.core, topic, &message);
-                report.failures.push(HandlerFailure {
+                failures.push(HandlerFailure {
                     owner: sub.core.owner.as_deref().map(str::to_owned),
                     pattern: sub.core.pattern.as_string(),
                     message,
                 });
             }
         }
-        report
+        DeliveryReport { handled, failures }
     }
 
     /// Publishes a typed event on its topic (fire and forget).
