@@ -64,6 +64,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
 
@@ -456,13 +457,13 @@ impl Handler {
     {
         if TypeId::of::<Fut>() == TypeId::of::<std::future::Ready<Fut::Output>>() {
             return Handler::Ready(Box::new(move |event| {
-                let mut future = Some(handler(event));
-                let ready = (&mut future as &mut dyn Any)
-                    .downcast_mut::<Option<std::future::Ready<Fut::Output>>>()
-                    .and_then(Option::take);
-                match ready {
-                    Some(ready) => ready.into_inner().into_result(),
-                    None => Err("internal error: a ready handler returned another future".into()),
+                // A `Ready` future is done in its first poll: no waker is ever used.
+                let future = std::pin::pin!(handler(event));
+                match future.poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(output) => output.into_result(),
+                    Poll::Pending => {
+                        Err("internal error: a ready handler's future was pending".into())
+                    }
                 }
             }));
         }
@@ -1053,14 +1054,16 @@ impl EventBus {
     pub async fn emit_and_wait<T: Payload>(&self, topic: &str, payload: T) -> DeliveryReport {
         let routes = self.inner.snapshot();
         let (key, exact) = routes.exact_route(topic);
-        let event = self.event(key, payload);
-        routes.tap(&event);
+        // The last handler gets the event itself, the others a clone. Built in its
+        // `Option` at once (moving it in was read back in wider loads than written).
+        let mut event = Some(self.event(key, payload));
+        if let Some(event) = &event {
+            routes.tap(event);
+        }
         // The report is assembled at the end (its fields as locals meanwhile).
         let mut handled = 0;
         let mut failures = Vec::new();
         let mut subs = routes.matching(exact, topic).peekable();
-        // The last handler gets the event itself, the others a clone.
-        let mut event = Some(event);
         while let Some(sub) = subs.next() {
             if !self.fire(sub) {
                 continue;
