@@ -37,6 +37,34 @@ async fn settle(seen: &Seen, n: usize) -> Vec<String> {
     seen.lock().expect("lock").clone()
 }
 
+type Errors = Arc<Mutex<Vec<ErrorOccurred>>>;
+
+/// A subscription recording every `error.occurred`.
+fn error_recorder(bus: &EventBus) -> (ixp_core::Subscription, Errors) {
+    let errors: Errors = Arc::default();
+    let sink = errors.clone();
+    let sub = bus
+        .subscribe::<ErrorOccurred, _, _>(move |e| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().expect("lock").push((*e).clone());
+            }
+        })
+        .expect("valid");
+    (sub, errors)
+}
+
+/// The recorded errors once there are `n` (or after a second).
+async fn settle_errors(errors: &Errors, n: usize) -> Vec<ErrorOccurred> {
+    for _ in 0..200 {
+        if errors.lock().expect("lock").len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    errors.lock().expect("lock").clone()
+}
+
 #[tokio::test]
 async fn exact_and_wildcard_subscriptions_receive_matching_topics() {
     let bus = EventBus::new();
@@ -149,16 +177,7 @@ async fn emit_and_wait_returns_after_every_handler_with_the_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_or_panicking_handler_disturbs_nobody_and_is_published_as_error_occurred() {
     let bus = EventBus::new();
-    let errors: Arc<Mutex<Vec<ErrorOccurred>>> = Arc::default();
-    let sink = errors.clone();
-    let _errors = bus
-        .subscribe::<ErrorOccurred, _, _>(move |e| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().expect("lock").push((*e).clone());
-            }
-        })
-        .expect("valid");
+    let (_errors, errors) = error_recorder(&bus);
     let scoped = bus.scoped("flaky-plugin");
     let _panics = scoped
         .on("work", |_| async {
@@ -176,13 +195,7 @@ async fn a_failing_or_panicking_handler_disturbs_nobody_and_is_published_as_erro
     }
     // The healthy handler saw every event; the failing ones kept receiving theirs.
     assert_eq!(settle(&good, 3).await.len(), 3);
-    for _ in 0..200 {
-        if errors.lock().expect("lock").len() >= 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let errors = errors.lock().expect("lock").clone();
+    let errors = settle_errors(&errors, 6).await;
     assert_eq!(errors.len(), 6, "{errors:?}");
     assert!(errors
         .iter()
@@ -498,27 +511,12 @@ async fn an_inline_subscription_needs_a_synchronous_handler() {
 #[tokio::test]
 async fn a_panicking_inline_handler_is_reported_and_keeps_receiving() {
     let bus = EventBus::new();
-    let errors: Arc<Mutex<Vec<ErrorOccurred>>> = Arc::default();
-    let sink = errors.clone();
-    let _errors = bus
-        .subscribe::<ErrorOccurred, _, _>(move |e| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().expect("lock").push((*e).clone());
-            }
-        })
-        .expect("valid");
+    let (_errors, errors) = error_recorder(&bus);
     let (_sub, seen) = inline_recorder(&bus.scoped("inline-plugin"), "*");
     assert_eq!(bus.emit("boom", ()).await, 1);
     assert_eq!(bus.emit("calm", ()).await, 1);
     assert_eq!(*seen.lock().expect("lock"), ["calm"]);
-    for _ in 0..200 {
-        if !errors.lock().expect("lock").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let errors = errors.lock().expect("lock").clone();
+    let errors = settle_errors(&errors, 1).await;
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].plugin.as_deref(), Some("inline-plugin"));
     assert_eq!(errors[0].topic.as_deref(), Some("boom"));

@@ -356,7 +356,11 @@ impl Analytics {
             topic: event.topic.as_deref(),
             properties: &event.properties,
         })?;
-        Ok(format!("{}-{seq}", self.shared.id_prefix))
+        Ok(EventId {
+            prefix: &self.shared.id_prefix,
+            seq,
+        }
+        .to_string())
     }
 
     /// Stamps `fields` with an id and the time, serializes them and buffers the result.
