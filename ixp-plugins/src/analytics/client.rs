@@ -20,12 +20,14 @@
 //!   everything buffered is sent at once, retrying until `flushTimeout`; what is still
 //!   unconfirmed then is counted in `lost` and logged.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use ixp_core::{Logger, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -35,8 +37,18 @@ use tokio::time::Instant;
 
 use super::config::{AnalyticsConfig, Timing};
 
-/// The serialized size of a typical request event (the body's first allocation).
+/// The serialized size of a typical request event (a batch body's first allocation is
+/// this times `batchSize`, up to [`MAX_BATCH_PREALLOCATION`]).
 const TYPICAL_EVENT_BYTES: usize = 256;
+
+/// The most a new batch body allocates before its first event.
+const MAX_BATCH_PREALLOCATION: usize = 1 << 20;
+
+/// How a batch's request body starts; [`BATCH_END`] closes it.
+const BATCH_START: &[u8] = br#"{"events":["#;
+
+/// How a batch's request body ends.
+const BATCH_END: &[u8] = b"]}";
 
 /// How long the health stays degraded after an event was dropped.
 const DROP_DEGRADES_FOR: Duration = Duration::from_secs(60);
@@ -211,21 +223,88 @@ struct Counters {
     gave_up_batches: AtomicU64,
 }
 
-struct Pending {
-    enqueued: Instant,
-    /// The event as JSON, serialized once when it is tracked.
+/// Up to `batchSize` tracked events, already joined into the request body that sends
+/// them (`{"events":[e1,e2,...` without the closing `]}`): an event is serialized
+/// once, appended here, and never copied again before the kernel's send.
+struct Batch {
     body: Vec<u8>,
+    events: usize,
+    /// When the batch's first event was tracked (`flushInterval` counts from there).
+    opened: Instant,
+}
+
+impl Batch {
+    fn new(batch_size: usize) -> Self {
+        let capacity = TYPICAL_EVENT_BYTES
+            .saturating_mul(batch_size)
+            .min(MAX_BATCH_PREALLOCATION);
+        let mut body = Vec::with_capacity(capacity);
+        body.extend_from_slice(BATCH_START);
+        Self {
+            body,
+            events: 0,
+            opened: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, event: &[u8]) {
+        if self.events > 0 {
+            self.body.push(b',');
+        }
+        self.body.extend_from_slice(event);
+        self.events += 1;
+    }
+
+    /// The finished request body (shared, not copied, by the retries of the batch).
+    fn into_body(mut self) -> Bytes {
+        self.body.extend_from_slice(BATCH_END);
+        Bytes::from(self.body)
+    }
 }
 
 #[derive(Default)]
 struct Buffer {
-    queue: VecDeque<Pending>,
+    /// Oldest first; every batch but the last is full.
+    batches: VecDeque<Batch>,
+    /// Events in `batches`.
+    queued: usize,
     in_flight: usize,
     open: bool,
     flush_requested: bool,
     deadline: Option<Instant>,
     accepted: u64,
     last_drop: Option<Instant>,
+}
+
+impl Buffer {
+    /// Appends one serialized event to the last batch, or to a new one when that is full.
+    /// Returns whether the sender should look again: the first event of an empty
+    /// buffer (it starts the `flushInterval` wait) or a batch just filled.
+    fn push(&mut self, event: &[u8], batch_size: usize) -> bool {
+        let mut batch = match self.batches.pop_back() {
+            Some(last) if last.events < batch_size => last,
+            Some(full) => {
+                self.batches.push_back(full);
+                Batch::new(batch_size)
+            }
+            None => Batch::new(batch_size),
+        };
+        batch.push(event);
+        let filled = batch.events == batch_size;
+        self.batches.push_back(batch);
+        self.queued += 1;
+        self.accepted += 1;
+        self.queued == 1 || filled
+    }
+}
+
+/// The most a thread's [`SCRATCH`] keeps between events.
+const MAX_KEPT_SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    /// Where `enqueue` serializes an event before it takes the buffer's lock (reused:
+    /// tracking allocates nothing once batches are warm).
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(TYPICAL_EVENT_BYTES));
 }
 
 struct Shared {
@@ -383,8 +462,30 @@ impl Analytics {
             topic: fields.topic,
             properties: fields.properties,
         };
-        let mut body = Vec::with_capacity(TYPICAL_EVENT_BYTES);
-        if let Err(e) = serde_json::to_writer(&mut body, &wire) {
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                let result = self.serialize_and_buffer(&wire, &mut scratch);
+                if scratch.capacity() > MAX_KEPT_SCRATCH {
+                    // One huge event does not pin its size to the thread.
+                    *scratch = Vec::with_capacity(TYPICAL_EVENT_BYTES);
+                }
+                result
+            }
+            // Tracking from inside a `Serialize` impl being tracked: a buffer of its own.
+            Err(_) => self.serialize_and_buffer(&wire, &mut Vec::new()),
+        })?;
+        Ok(seq)
+    }
+
+    /// Serializes `wire` into `scratch` and appends it to the buffer.
+    fn serialize_and_buffer<P: Serialize + ?Sized>(
+        &self,
+        wire: &WireEvent<'_, P>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), TrackError> {
+        let shared = &self.shared;
+        scratch.clear();
+        if let Err(e) = serde_json::to_writer(&mut *scratch, wire) {
             self.count_drop(None);
             return Err(TrackError::Properties(e.to_string()));
         }
@@ -394,7 +495,7 @@ impl Analytics {
             self.count_drop(None);
             return Err(TrackError::NotRunning);
         }
-        if buffer.queue.len() + buffer.in_flight >= shared.buffer_size {
+        if buffer.queued + buffer.in_flight >= shared.buffer_size {
             buffer.last_drop = Some(Instant::now());
             drop(buffer);
             self.count_drop(Some(shared.buffer_size));
@@ -402,17 +503,12 @@ impl Analytics {
                 capacity: shared.buffer_size,
             });
         }
-        buffer.queue.push_back(Pending {
-            enqueued: Instant::now(),
-            body,
-        });
-        buffer.accepted += 1;
-        let len = buffer.queue.len();
+        let wake = buffer.push(scratch, shared.batch_size);
         drop(buffer);
-        if len == 1 || len == shared.batch_size {
+        if wake {
             shared.wake.notify_one();
         }
-        Ok(seq)
+        Ok(())
     }
 
     /// Sends what is buffered now (without waiting for `flushInterval`) and waits until
@@ -434,7 +530,7 @@ impl Analytics {
     pub fn stats(&self) -> AnalyticsStats {
         let (queued, in_flight) = {
             let buffer = self.shared.buffer();
-            (buffer.queue.len(), buffer.in_flight)
+            (buffer.queued, buffer.in_flight)
         };
         let c = &self.shared.counters;
         AnalyticsStats {
@@ -536,8 +632,9 @@ impl Analytics {
         let shared = &self.shared;
         let left = {
             let mut buffer = shared.buffer();
-            let left = buffer.queue.len() + buffer.in_flight;
-            buffer.queue.clear();
+            let left = buffer.queued + buffer.in_flight;
+            buffer.batches.clear();
+            buffer.queued = 0;
             buffer.in_flight = 0;
             buffer.open = false;
             left
@@ -565,10 +662,22 @@ impl Analytics {
         self.shared.buffer().open = true;
     }
 
-    /// The buffered events' bodies.
-    pub(crate) fn queued(&self) -> Vec<Vec<u8>> {
+    /// The buffered events, oldest first.
+    pub(crate) fn queued(&self) -> Vec<Value> {
         let buffer = self.shared.buffer();
-        buffer.queue.iter().map(|p| p.body.clone()).collect()
+        buffer
+            .batches
+            .iter()
+            .flat_map(|batch| {
+                let mut body = batch.body.clone();
+                body.extend_from_slice(BATCH_END);
+                let mut json: Value = serde_json::from_slice(&body).expect("a batch is JSON");
+                match json["events"].take() {
+                    Value::Array(events) => events,
+                    other => panic!("not an events array: {other}"),
+                }
+            })
+            .collect()
     }
 }
 
@@ -591,8 +700,8 @@ struct Sender {
 
 impl Sender {
     async fn run(self) {
-        while let Some(batch) = self.next_batch().await {
-            if !self.deliver(batch).await {
+        while let Some((body, count)) = self.next_batch().await {
+            if !self.deliver(body, count).await {
                 break;
             }
         }
@@ -600,35 +709,35 @@ impl Sender {
 
     /// Waits until a batch is due (full, `flushInterval` old, a flush, a stop) and takes
     /// it; `None` once stopping with nothing left.
-    async fn next_batch(&self) -> Option<Vec<Vec<u8>>> {
+    async fn next_batch(&self) -> Option<(Bytes, usize)> {
         let shared = &self.shared;
         loop {
             let wait_until = {
                 let mut buffer = shared.buffer();
-                let len = buffer.queue.len();
                 let now = Instant::now();
-                let due = len >= shared.batch_size
-                    || (len > 0
-                        && (!buffer.open
-                            || buffer.flush_requested
-                            || buffer.queue[0].enqueued + shared.timing.flush_interval <= now));
-                if due {
-                    let n = len.min(shared.batch_size);
-                    let batch: Vec<Vec<u8>> = buffer.queue.drain(..n).map(|p| p.body).collect();
+                let due = buffer.batches.front().is_some_and(|first| {
+                    first.events >= shared.batch_size
+                        || !buffer.open
+                        || buffer.flush_requested
+                        || first.opened + shared.timing.flush_interval <= now
+                });
+                if let Some(batch) = due.then(|| buffer.batches.pop_front()).flatten() {
+                    let n = batch.events;
+                    buffer.queued -= n;
                     buffer.in_flight += n;
-                    if buffer.queue.is_empty() {
+                    if buffer.batches.is_empty() {
                         buffer.flush_requested = false;
                     }
-                    return Some(batch);
+                    return Some((batch.into_body(), n));
                 }
                 if !buffer.open {
                     return None;
                 }
                 buffer.flush_requested = false;
                 buffer
-                    .queue
+                    .batches
                     .front()
-                    .map(|p| p.enqueued + shared.timing.flush_interval)
+                    .map(|first| first.opened + shared.timing.flush_interval)
             };
             match wait_until {
                 None => shared.wake.notified().await,
@@ -644,19 +753,8 @@ impl Sender {
 
     /// Sends one batch until it is delivered or given up; `false` if the stop deadline
     /// passed first (the batch is then counted as lost by `close`).
-    async fn deliver(&self, batch: Vec<Vec<u8>>) -> bool {
+    async fn deliver(&self, body: Bytes, count: usize) -> bool {
         let shared = &self.shared;
-        let count = batch.len();
-        // `{"events":[e1,e2,...]}` from the events serialized when they were tracked.
-        let mut body = Vec::with_capacity(batch.iter().map(|e| e.len() + 1).sum::<usize>() + 13);
-        body.extend_from_slice(br#"{"events":["#);
-        for (i, event) in batch.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(event);
-        }
-        body.extend_from_slice(b"]}");
         let mut retries: u32 = 0;
         loop {
             let Some(attempt) = self.attempt(body.clone()).await else {
@@ -724,7 +822,7 @@ impl Sender {
 
     /// One request; once a stop begins (before or during it), bounded by the stop
     /// deadline: `None` if the deadline passed first.
-    async fn attempt(&self, body: Vec<u8>) -> Option<Attempt> {
+    async fn attempt(&self, body: Bytes) -> Option<Attempt> {
         let shared = &self.shared;
         let closing = shared.closing.notified();
         tokio::pin!(closing);
@@ -759,7 +857,7 @@ impl Sender {
         }
     }
 
-    async fn post(&self, body: Vec<u8>) -> Attempt {
+    async fn post(&self, body: Bytes) -> Attempt {
         let mut request = self
             .client
             .post(&self.url)
@@ -883,6 +981,33 @@ mod tests {
         );
         assert_eq!(ms(1, Some(Duration::from_millis(700))), 700);
         assert_eq!(ms(1, Some(Duration::from_secs(60))), 1000);
+    }
+
+    #[test]
+    fn events_are_joined_into_batches_of_batch_size() {
+        let mut buffer = Buffer::default();
+        let wakes: Vec<bool> = (1..=5)
+            .map(|i| buffer.push(format!("{{\"n\":{i}}}").as_bytes(), 2))
+            .collect();
+        // The first event starts the interval; each filled batch is due at once.
+        assert_eq!(wakes, [true, true, false, true, false]);
+        assert_eq!((buffer.queued, buffer.accepted), (5, 5));
+        let bodies: Vec<(Bytes, usize)> = buffer
+            .batches
+            .drain(..)
+            .map(|batch| {
+                let events = batch.events;
+                (batch.into_body(), events)
+            })
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                (Bytes::from_static(br#"{"events":[{"n":1},{"n":2}]}"#), 2),
+                (Bytes::from_static(br#"{"events":[{"n":3},{"n":4}]}"#), 2),
+                (Bytes::from_static(br#"{"events":[{"n":5}]}"#), 1),
+            ]
+        );
     }
 
     #[test]
