@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::{AnalyticsConfig, Timing};
+use super::wire::{self, EventId, Fields};
 
 /// The serialized size of a typical request event (a batch body's first allocation is
 /// this times `batchSize`, up to [`MAX_BATCH_PREALLOCATION`]).
@@ -100,53 +101,6 @@ impl TrackEvent {
         self.properties.insert(key.into(), value.into());
         self
     }
-}
-
-/// The fields of an event to track, borrowed: what [`Analytics::enqueue`] serializes
-/// (straight from the caller's data: no intermediate JSON tree).
-pub(crate) struct Fields<'a, P: ?Sized> {
-    pub(crate) event: &'a str,
-    pub(crate) user_id: Option<&'a str>,
-    pub(crate) session_id: Option<&'a str>,
-    pub(crate) topic: Option<&'a str>,
-    /// Serializes to a JSON object.
-    pub(crate) properties: &'a P,
-}
-
-/// An event as it is sent: its id and timestamp, then the tracked fields (the order of
-/// the [module docs](super)' example).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireEvent<'a, P: ?Sized> {
-    #[serde(serialize_with = "display")]
-    id: EventId<'a>,
-    #[serde(serialize_with = "display")]
-    timestamp: humantime::Rfc3339Timestamp,
-    event: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    topic: Option<&'a str>,
-    properties: &'a P,
-}
-
-/// `<instance prefix>-<sequence>`.
-struct EventId<'a> {
-    prefix: &'a str,
-    seq: u64,
-}
-
-impl fmt::Display for EventId<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.prefix, self.seq)
-    }
-}
-
-/// Serializes a value as the string its `Display` writes (no `String` in between).
-fn display<T: fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
 }
 
 /// Why an event was not accepted. Every refusal is also counted in `dropped`.
@@ -450,21 +404,14 @@ impl Analytics {
     ) -> Result<u64, TrackError> {
         let shared = &self.shared;
         let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
-        let wire = WireEvent {
-            id: EventId {
-                prefix: &shared.id_prefix,
-                seq,
-            },
-            timestamp: humantime::format_rfc3339_millis(SystemTime::now()),
-            event: fields.event,
-            user_id: fields.user_id,
-            session_id: fields.session_id,
-            topic: fields.topic,
-            properties: fields.properties,
+        let id = EventId {
+            prefix: &shared.id_prefix,
+            seq,
         };
+        let at = SystemTime::now();
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {
-                let result = self.serialize_and_buffer(&wire, &mut scratch);
+                let result = self.serialize_and_buffer(&id, at, fields, &mut scratch);
                 if scratch.capacity() > MAX_KEPT_SCRATCH {
                     // One huge event does not pin its size to the thread.
                     *scratch = Vec::with_capacity(TYPICAL_EVENT_BYTES);
@@ -472,20 +419,22 @@ impl Analytics {
                 result
             }
             // Tracking from inside a `Serialize` impl being tracked: a buffer of its own.
-            Err(_) => self.serialize_and_buffer(&wire, &mut Vec::new()),
+            Err(_) => self.serialize_and_buffer(&id, at, fields, &mut Vec::new()),
         })?;
         Ok(seq)
     }
 
-    /// Serializes `wire` into `scratch` and appends it to the buffer.
+    /// Serializes the event into `scratch` and appends it to the buffer.
     fn serialize_and_buffer<P: Serialize + ?Sized>(
         &self,
-        wire: &WireEvent<'_, P>,
+        id: &EventId<'_>,
+        at: SystemTime,
+        fields: &Fields<'_, P>,
         scratch: &mut Vec<u8>,
     ) -> Result<(), TrackError> {
         let shared = &self.shared;
         scratch.clear();
-        if let Err(e) = serde_json::to_writer(&mut *scratch, wire) {
+        if let Err(e) = wire::write_event(scratch, id, at, fields) {
             self.count_drop(None);
             return Err(TrackError::Properties(e.to_string()));
         }

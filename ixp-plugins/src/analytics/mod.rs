@@ -84,6 +84,7 @@
 mod client;
 mod config;
 mod tracking;
+mod wire;
 
 pub use client::{Analytics, AnalyticsStats, LastSend, TrackError, TrackEvent};
 pub use config::{AnalyticsConfig, Millis, DEFAULT_EVENTS};

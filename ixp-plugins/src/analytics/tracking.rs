@@ -7,7 +7,8 @@ use ixp_core::{Event, TypedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::client::{Analytics, Fields, TrackError};
+use super::client::{Analytics, TrackError};
+use super::wire::Fields;
 
 /// The payload of `user.action` (the guide's `UserActionEvent`): publish it with
 /// [`EventBus::publish`](ixp_core::EventBus::publish), or emit the same JSON shape
