@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::{AnalyticsConfig, Timing};
-use super::wire::{self, EventId, Fields};
+use super::wire::{self, EventId, Fields, Properties};
 
 /// The serialized size of a typical request event (a batch body's first allocation is
 /// this times `batchSize`, up to [`MAX_BATCH_PREALLOCATION`]).
@@ -398,7 +398,7 @@ impl Analytics {
 
     /// Stamps `fields` with an id and the time, serializes them and buffers the result.
     /// Returns the id's sequence number, or why the event was dropped; never waits.
-    pub(crate) fn enqueue<P: Serialize + ?Sized>(
+    pub(crate) fn enqueue<P: Properties + ?Sized>(
         &self,
         fields: &Fields<'_, P>,
     ) -> Result<u64, TrackError> {
@@ -425,7 +425,7 @@ impl Analytics {
     }
 
     /// Serializes the event into `scratch` and appends it to the buffer.
-    fn serialize_and_buffer<P: Serialize + ?Sized>(
+    fn serialize_and_buffer<P: Properties + ?Sized>(
         &self,
         id: &EventId<'_>,
         at: SystemTime,

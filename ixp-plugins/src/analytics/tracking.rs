@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::client::{Analytics, TrackError};
-use super::wire::Fields;
+use super::wire::{self, Fields, Properties};
 
 /// The payload of `user.action` (the guide's `UserActionEvent`): publish it with
 /// [`EventBus::publish`](ixp_core::EventBus::publish), or emit the same JSON shape
@@ -87,6 +87,34 @@ struct RequestProperties<'a> {
     response_size: Option<u64>,
 }
 
+impl Properties for RequestProperties<'_> {
+    /// By hand (the same bytes as the derived `Serialize`; tested): two of these are
+    /// written for every request.
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(br#"{"requestId":"#);
+        out.extend_from_slice(number.format(self.request_id).as_bytes());
+        out.extend_from_slice(br#","method":"#);
+        wire::string(out, self.method)?;
+        out.extend_from_slice(br#","url":"#);
+        wire::string(out, self.url)?;
+        if let Some(status) = self.status_code {
+            out.extend_from_slice(br#","statusCode":"#);
+            out.extend_from_slice(number.format(status).as_bytes());
+        }
+        if let Some(duration) = self.duration {
+            out.extend_from_slice(br#","duration":"#);
+            serde_json::to_writer(&mut *out, &duration)?;
+        }
+        if let Some(size) = self.response_size {
+            out.extend_from_slice(br#","responseSize":"#);
+            out.extend_from_slice(number.format(size).as_bytes());
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
 /// The properties of `error_occurred`, borrowed from the bus event.
 #[derive(Serialize)]
 struct ErrorProperties<'a> {
@@ -98,8 +126,18 @@ struct ErrorProperties<'a> {
     topic: Option<&'a str>,
 }
 
+impl Properties for ErrorProperties<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self)
+    }
+}
+
 /// An event named `name` from the bus topic `topic`.
-fn from_topic<'a, P: ?Sized>(topic: &'a str, name: &'a str, properties: &'a P) -> Fields<'a, P> {
+fn from_topic<'a, P: Properties + ?Sized>(
+    topic: &'a str,
+    name: &'a str,
+    properties: &'a P,
+) -> Fields<'a, P> {
     Fields {
         event: name,
         user_id: None,
@@ -232,6 +270,39 @@ mod tests {
             humantime::parse_rfc3339(at).is_ok() && at.len() == 24,
             "{at}"
         );
+    }
+
+    #[test]
+    fn request_properties_by_hand_are_what_serde_json_writes() {
+        let strings = ["GET", "/hello", "/a\"b\\c\td\u{1}", "/é/日本", ""];
+        let numbers = [
+            None,
+            Some(0.0),
+            Some(0.032949),
+            Some(1e21),
+            Some(12.5),
+            Some(f64::NAN),
+        ];
+        for method in strings {
+            for url in strings {
+                for duration in numbers {
+                    let properties = RequestProperties {
+                        request_id: u64::MAX,
+                        method,
+                        url,
+                        status_code: duration.map(|_| 503),
+                        duration,
+                        response_size: duration.map(|_| 0),
+                    };
+                    let mut by_hand = Vec::new();
+                    properties.write_json(&mut by_hand).expect("written");
+                    assert_eq!(
+                        String::from_utf8(by_hand).expect("UTF-8"),
+                        serde_json::to_string(&properties).expect("serialized")
+                    );
+                }
+            }
+        }
     }
 
     #[test]

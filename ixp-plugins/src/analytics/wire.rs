@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// The fields of an event to track, borrowed: what [`write_event`] serializes
 /// (straight from the caller's data: no intermediate JSON tree).
@@ -19,8 +19,19 @@ pub(crate) struct Fields<'a, P: ?Sized> {
     pub(crate) user_id: Option<&'a str>,
     pub(crate) session_id: Option<&'a str>,
     pub(crate) topic: Option<&'a str>,
-    /// Serializes to a JSON object.
     pub(crate) properties: &'a P,
+}
+
+/// The properties of a tracked event: writes itself as a JSON object.
+pub(crate) trait Properties {
+    /// Appends the JSON object to `out`.
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
+}
+
+impl Properties for Map<String, Value> {
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self)
+    }
 }
 
 /// An event's id: `<instance prefix>-<sequence>`. The prefix is lowercase hex.
@@ -38,7 +49,7 @@ impl fmt::Display for EventId<'_> {
 /// Appends `{"id":..,"timestamp":..,"event":..,"userId":..,"sessionId":..,"topic":..,
 /// "properties":{..}}` to `out` (the optional fields only when set). On an error (the
 /// properties cannot be serialized) `out` holds a partial event: the caller discards it.
-pub(crate) fn write_event<P: Serialize + ?Sized>(
+pub(crate) fn write_event<P: Properties + ?Sized>(
     out: &mut Vec<u8>,
     id: &EventId<'_>,
     at: SystemTime,
@@ -69,7 +80,7 @@ pub(crate) fn write_event<P: Serialize + ?Sized>(
         }
     }
     out.extend_from_slice(br#","properties":"#);
-    serde_json::to_writer(&mut *out, fields.properties)?;
+    fields.properties.write_json(out)?;
     out.push(b'}');
     Ok(())
 }
@@ -81,7 +92,7 @@ fn is_plain(s: &str) -> bool {
 }
 
 /// Appends `s` as a JSON string.
-fn string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
     if is_plain(s) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -132,10 +143,21 @@ fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
 
     /// What `serde_json` writes for the same event (the reference).
-    fn reference(id: &EventId<'_>, at: SystemTime, fields: &Fields<'_, Value>) -> String {
+    fn reference(
+        id: &EventId<'_>,
+        at: SystemTime,
+        fields: &Fields<'_, Map<String, Value>>,
+    ) -> String {
         let mut map = serde_json::Map::new();
         map.insert("id".into(), id.to_string().into());
         map.insert(
@@ -152,7 +174,7 @@ mod tests {
                 map.insert(key.into(), value.into());
             }
         }
-        map.insert("properties".into(), fields.properties.clone());
+        map.insert("properties".into(), fields.properties.clone().into());
         // serde_json's `preserve_order` is off: write the keys in the wire order by hand.
         let order = [
             "id",
@@ -178,7 +200,11 @@ mod tests {
         format!("{{{}}}", parts.join(","))
     }
 
-    fn written(id: &EventId<'_>, at: SystemTime, fields: &Fields<'_, Value>) -> String {
+    fn written(
+        id: &EventId<'_>,
+        at: SystemTime,
+        fields: &Fields<'_, Map<String, Value>>,
+    ) -> String {
         let mut out = Vec::new();
         write_event(&mut out, id, at, fields).expect("written");
         String::from_utf8(out).expect("UTF-8")
@@ -186,7 +212,8 @@ mod tests {
 
     #[test]
     fn the_bytes_are_what_serde_json_writes() {
-        let properties = json!({"url": "/a\"b", "n": 1.5, "nested": {"k": [1, null]}});
+        let properties = object(json!({"url": "/a\"b", "n": 1.5, "nested": {"k": [1, null]}}));
+        let empty = Map::new();
         let strings = [
             "request_completed",
             "",
@@ -223,7 +250,7 @@ mod tests {
                     user_id: None,
                     session_id: None,
                     topic: None,
-                    properties: &json!({}),
+                    properties: &empty,
                 };
                 assert_eq!(written(&id, at, &bare), reference(&id, at, &bare));
                 let odd_prefix = EventId {
