@@ -72,7 +72,8 @@ impl TypedEvent for UserAction {
 }
 
 /// The properties of `request_started` and `request_completed`, borrowed from the
-/// bus event.
+/// bus event. They are written by hand ([`Properties`]); the derived `Serialize` is the
+/// reference the tests compare that with.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestProperties<'a> {
