@@ -235,17 +235,19 @@ impl Buffer {
     /// Returns whether the sender should look again: the first event of an empty
     /// buffer (it starts the `flushInterval` wait) or a batch just filled.
     fn push(&mut self, event: &[u8], batch_size: usize) -> bool {
-        let mut batch = match self.batches.pop_back() {
-            Some(last) if last.events < batch_size => last,
-            Some(full) => {
-                self.batches.push_back(full);
-                Batch::new(batch_size)
+        let filled = match self.batches.back_mut() {
+            Some(last) if last.events < batch_size => {
+                last.push(event);
+                last.events == batch_size
             }
-            None => Batch::new(batch_size),
+            _ => {
+                let mut batch = Batch::new(batch_size);
+                batch.push(event);
+                let filled = batch.events == batch_size;
+                self.batches.push_back(batch);
+                filled
+            }
         };
-        batch.push(event);
-        let filled = batch.events == batch_size;
-        self.batches.push_back(batch);
         self.queued += 1;
         self.accepted += 1;
         self.queued == 1 || filled
