@@ -210,8 +210,13 @@ impl Batch {
     }
 
     /// The finished request body (shared, not copied, by the retries of the batch).
+    /// Called outside the buffer's lock: closing the body may reallocate it.
     fn into_body(mut self) -> Bytes {
         self.body.extend_from_slice(BATCH_END);
+        if self.body.capacity() > 2 * self.body.len() {
+            // A batch sent before it filled: its retries do not keep the preallocation.
+            self.body.shrink_to_fit();
+        }
         Bytes::from(self.body)
     }
 }
@@ -411,18 +416,23 @@ impl Analytics {
             seq,
         };
         let at = SystemTime::now();
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        let scratch = SCRATCH.try_with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {
                 let result = self.serialize_and_buffer(&id, at, fields, &mut scratch);
                 if scratch.capacity() > MAX_KEPT_SCRATCH {
                     // One huge event does not pin its size to the thread.
                     *scratch = Vec::with_capacity(TYPICAL_EVENT_BYTES);
                 }
-                result
+                Some(result)
             }
-            // Tracking from inside a `Serialize` impl being tracked: a buffer of its own.
-            Err(_) => self.serialize_and_buffer(&id, at, fields, &mut Vec::new()),
-        })?;
+            // Tracking from inside the properties' own serialization: not this buffer.
+            Err(_) => None,
+        });
+        match scratch {
+            Ok(Some(result)) => result?,
+            // Re-entered, or the thread's locals are being destroyed: a buffer of its own.
+            Ok(None) | Err(_) => self.serialize_and_buffer(&id, at, fields, &mut Vec::new())?,
+        }
         Ok(seq)
     }
 
@@ -679,6 +689,7 @@ impl Sender {
                     if buffer.batches.is_empty() {
                         buffer.flush_requested = false;
                     }
+                    drop(buffer);
                     return Some((batch.into_body(), n));
                 }
                 if !buffer.open {
