@@ -39,11 +39,14 @@ use super::config::{AnalyticsConfig, Timing};
 use super::wire::{self, EventId, Fields, Properties};
 
 /// The serialized size of a typical request event (a batch body's first allocation is
-/// this times `batchSize`, up to [`MAX_BATCH_PREALLOCATION`]).
+/// this times `batchSize`, up to [`PIECE_BYTES`]).
 const TYPICAL_EVENT_BYTES: usize = 256;
 
-/// The most a new batch body allocates before its first event.
-const MAX_BATCH_PREALLOCATION: usize = 1 << 20;
+/// The size of each piece of a batch body. A piece is allocated once and never grown
+/// (an event that does not fit starts the next piece), so tracking never copies a large
+/// body under the buffer's lock, whatever `batchSize` is; the pieces are joined when
+/// the batch is sent, outside the lock.
+const PIECE_BYTES: usize = 64 * 1024;
 
 /// How a batch's request body starts; [`BATCH_END`] closes it.
 const BATCH_START: &[u8] = br#"{"events":["#;
@@ -178,10 +181,14 @@ struct Counters {
 }
 
 /// Up to `batchSize` tracked events, already joined into the request body that sends
-/// them (`{"events":[e1,e2,...` without the closing `]}`): an event is serialized
-/// once, appended here, and never copied again before the kernel's send.
+/// them (`{"events":[e1,e2,...` without the closing `]}`), in pieces of at most
+/// [`PIECE_BYTES`] (a bigger event has a piece of its own): an event is serialized once
+/// and appended here; a body of more than one piece is joined once when sent.
 struct Batch {
-    body: Vec<u8>,
+    /// The full pieces, oldest first.
+    full: Vec<Vec<u8>>,
+    /// The piece being filled; its capacity is never exceeded.
+    last: Vec<u8>,
     events: usize,
     /// When the batch's first event was tracked (`flushInterval` counts from there).
     opened: Instant,
@@ -191,33 +198,60 @@ impl Batch {
     fn new(batch_size: usize) -> Self {
         let capacity = TYPICAL_EVENT_BYTES
             .saturating_mul(batch_size)
-            .min(MAX_BATCH_PREALLOCATION);
-        let mut body = Vec::with_capacity(capacity);
-        body.extend_from_slice(BATCH_START);
+            .clamp(BATCH_START.len(), PIECE_BYTES);
+        let mut last = Vec::with_capacity(capacity);
+        last.extend_from_slice(BATCH_START);
         Self {
-            body,
+            full: Vec::new(),
+            last,
             events: 0,
             opened: Instant::now(),
         }
     }
 
     fn push(&mut self, event: &[u8]) {
-        if self.events > 0 {
-            self.body.push(b',');
+        let needed = event.len() + usize::from(self.events > 0);
+        if self.last.capacity() - self.last.len() < needed {
+            // As big as the piece before (up to PIECE_BYTES), or the event if bigger.
+            let size = self.last.capacity().clamp(needed, PIECE_BYTES.max(needed));
+            let next = Vec::with_capacity(size);
+            self.full.push(std::mem::replace(&mut self.last, next));
         }
-        self.body.extend_from_slice(event);
+        if self.events > 0 {
+            self.last.push(b',');
+        }
+        self.last.extend_from_slice(event);
         self.events += 1;
     }
 
+    /// The bytes so far, piece by piece.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.full
+            .iter()
+            .map(Vec::as_slice)
+            .chain(std::iter::once(self.last.as_slice()))
+    }
+
     /// The finished request body (shared, not copied, by the retries of the batch).
-    /// Called outside the buffer's lock: closing the body may reallocate it.
+    /// Called outside the buffer's lock: closing the body may reallocate or join it.
     fn into_body(mut self) -> Bytes {
-        self.body.extend_from_slice(BATCH_END);
-        if self.body.capacity() > 2 * self.body.len() {
+        let mut body = if self.full.is_empty() {
+            self.last
+        } else {
+            let len = self.pieces().map(<[u8]>::len).sum::<usize>() + BATCH_END.len();
+            let mut joined = Vec::with_capacity(len);
+            self.full.push(self.last);
+            self.full
+                .iter()
+                .for_each(|piece| joined.extend_from_slice(piece));
+            joined
+        };
+        body.extend_from_slice(BATCH_END);
+        if body.capacity() > 2 * body.len() {
             // A batch sent before it filled: its retries do not keep the preallocation.
-            self.body.shrink_to_fit();
+            body.shrink_to_fit();
         }
-        Bytes::from(self.body)
+        Bytes::from(body)
     }
 }
 
@@ -630,7 +664,7 @@ impl Analytics {
             .batches
             .iter()
             .flat_map(|batch| {
-                let mut body = batch.body.clone();
+                let mut body = batch.pieces().collect::<Vec<_>>().concat();
                 body.extend_from_slice(BATCH_END);
                 let mut json: Value = serde_json::from_slice(&body).expect("a batch is JSON");
                 match json["events"].take() {
@@ -970,6 +1004,45 @@ mod tests {
                 (Bytes::from_static(br#"{"events":[{"n":5}]}"#), 1),
             ]
         );
+    }
+
+    #[test]
+    fn a_large_batch_grows_by_new_pieces_and_is_joined_when_sent() {
+        let batch_size = 1000;
+        let mut batch = Batch::new(batch_size);
+        let mut expected = BATCH_START.to_vec();
+        let big = format!("{{\"big\":\"{}\"}}", "x".repeat(PIECE_BYTES + 10));
+        for i in 0..batch_size {
+            let event = if i == 500 {
+                big.clone()
+            } else {
+                format!("{{\"n\":{i},\"pad\":\"{}\"}}", "p".repeat(i % 700))
+            };
+            if i > 0 {
+                expected.push(b',');
+            }
+            expected.extend_from_slice(event.as_bytes());
+            let pieces_before = batch.full.len();
+            let (ptr, capacity) = (batch.last.as_ptr(), batch.last.capacity());
+            batch.push(event.as_bytes());
+            if batch.full.len() == pieces_before {
+                // Appended in place: the piece was not reallocated.
+                assert_eq!(
+                    (batch.last.as_ptr(), batch.last.capacity()),
+                    (ptr, capacity)
+                );
+            }
+        }
+        assert!(batch.full.len() > 2, "{} full pieces", batch.full.len());
+        for piece in &batch.full {
+            assert!(piece.len() <= PIECE_BYTES || piece.len() == big.len() + 1);
+        }
+        expected.extend_from_slice(BATCH_END);
+        let body = batch.into_body();
+        assert_eq!(body.len(), expected.len());
+        assert!(body == expected, "the joined body differs");
+        let json: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(json["events"].as_array().map(Vec::len), Some(batch_size));
     }
 
     #[test]
