@@ -37,6 +37,8 @@ pub mod email;
 pub mod events_nats;
 #[cfg(feature = "logging")]
 pub mod logging;
+#[cfg(any(feature = "logging", feature = "analytics"))]
+mod time;
 
 /// `sqlx`, re-exported so that plugins use the pool types of the same version.
 #[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]

@@ -343,7 +343,7 @@ impl Shared {
 
     fn record(&self, ok: bool, events: usize, status: Option<u16>, error: Option<String>) {
         *self.last_send.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastSend {
-            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            at: crate::time::rfc3339_millis(SystemTime::now()),
             ok,
             events,
             status,

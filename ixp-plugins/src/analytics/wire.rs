@@ -110,10 +110,10 @@ thread_local! {
 }
 
 /// Appends `at` as RFC 3339 UTC with milliseconds (`2025-01-31T12:00:00.123Z`, what
-/// `humantime::format_rfc3339_millis` writes); a time before 1970 is written as the
-/// epoch.
+/// `humantime::format_rfc3339_millis` writes); a time outside 1970 to 9999 is written
+/// as the nearest one inside (see [`crate::time::clamped`]).
 fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
-    let since_epoch = at
+    let since_epoch = crate::time::clamped(at)
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = since_epoch.as_secs();
@@ -266,10 +266,14 @@ mod tests {
     }
 
     #[test]
-    fn a_time_before_the_epoch_is_written_as_the_epoch() {
+    fn a_time_outside_1970_to_9999_is_written_as_the_nearest_inside() {
         let mut out = Vec::new();
         timestamp(&mut out, SystemTime::UNIX_EPOCH - Duration::from_secs(5));
         assert_eq!(out, b"1970-01-01T00:00:00.000Z");
+        out.clear();
+        let year_10000 = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        timestamp(&mut out, year_10000);
+        assert_eq!(out, b"9999-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -102,7 +102,7 @@ where
         .cloned()
         .unwrap_or(Value::Null);
     json!({
-        "@timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "@timestamp": crate::time::rfc3339_millis(SystemTime::now()),
         "level": metadata.level().as_str(),
         "target": metadata.target(),
         "message": message,
