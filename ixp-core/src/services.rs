@@ -19,9 +19,11 @@
 //! ```
 
 use std::any::{Any, TypeId};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 /// Errors of the service registry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +106,11 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 #[derive(Default)]
 struct Inner {
     services: FastMap<String, Entry>,
+    /// What [`ServiceRegistry::get`] and [`ServiceRegistry::get_typed`] read without
+    /// taking the lock; built on demand, dropped on every change of `services`.
+    snapshot: OnceLock<Arc<Snapshot>>,
+    /// Look-ups that found no snapshot since the last change (see [`Inner::snapshot`]).
+    misses_since_change: AtomicUsize,
     /// The services of each type (name and value), so that `get_typed` does not scan
     /// every service. Kept in step with `services`.
     by_type: FastMap<TypeId, Vec<(String, AnyService)>>,
@@ -112,6 +119,24 @@ struct Inner {
 }
 
 impl Inner {
+    /// The snapshot of `services`, built if enough look-ups have missed it since the
+    /// last change to pay for building it: a registry changing between look-ups (while
+    /// plugins start) does not rebuild it on each.
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        if let Some(snapshot) = self.snapshot.get() {
+            return Some(snapshot.clone());
+        }
+        let misses = self.misses_since_change.fetch_add(1, Ordering::Relaxed);
+        if misses < self.services.len() / 8 {
+            return None;
+        }
+        Some(
+            self.snapshot
+                .get_or_init(|| Arc::new(Snapshot::of(self)))
+                .clone(),
+        )
+    }
+
     /// Removes `name` (of type `type_id`) from the type index.
     fn unindex(&mut self, name: &str, type_id: TypeId) {
         if let Some(of_type) = self.by_type.get_mut(&type_id) {
@@ -127,10 +152,77 @@ impl Inner {
 ///
 /// The registry a plugin gets from its context is *scoped*: what the plugin registers
 /// is recorded as its own, and the host unregisters it when the plugin stops.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ServiceRegistry {
-    inner: Arc<RwLock<Inner>>,
+    shared: Arc<Shared>,
     owner: Option<Arc<str>>,
+}
+
+/// What the clones of a registry share.
+struct Shared {
+    /// Unique among the registries of the process, for [`LAST_SNAPSHOT`].
+    id: u64,
+    /// Counts the changes of `Inner::services`; changed only under the write lock.
+    generation: AtomicU64,
+    inner: RwLock<Inner>,
+}
+
+impl Default for ServiceRegistry {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Self {
+            shared: Arc::new(Shared {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                generation: AtomicU64::new(0),
+                inner: RwLock::default(),
+            }),
+            owner: None,
+        }
+    }
+}
+
+/// The services of a registry as they were at one generation, held weakly: a stale
+/// snapshot left in some thread's [`LAST_SNAPSHOT`] keeps no unregistered service alive.
+struct Snapshot {
+    by_name: FastMap<String, WeakService>,
+    /// The types of exactly one service.
+    by_type: FastMap<TypeId, WeakService>,
+}
+
+type WeakService = Weak<dyn Any + Send + Sync>;
+
+impl Snapshot {
+    fn of(inner: &Inner) -> Self {
+        Self {
+            by_name: inner
+                .services
+                .iter()
+                .map(|(name, entry)| (name.clone(), Arc::downgrade(&entry.value)))
+                .collect(),
+            by_type: inner
+                .by_type
+                .iter()
+                .filter_map(|(type_id, of_type)| match of_type.as_slice() {
+                    [(_, value)] => Some((*type_id, Arc::downgrade(value))),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A thread's last snapshot of a registry.
+struct CachedSnapshot {
+    registry: u64,
+    generation: u64,
+    snapshot: Arc<Snapshot>,
+}
+
+thread_local! {
+    /// The snapshot this thread looked services up in last: a look-up whose registry
+    /// and generation match reads it without taking the registry's lock (two atomic
+    /// writes to one shared word, for every look-up on every thread).
+    static LAST_SNAPSHOT: RefCell<Option<CachedSnapshot>> = const { RefCell::new(None) };
 }
 
 impl fmt::Debug for ServiceRegistry {
@@ -151,7 +243,7 @@ impl ServiceRegistry {
     /// The same registry, acting for `owner` (a plugin name: a `&str`, or an `Arc<str>` to share).
     pub fn scoped(&self, owner: impl Into<Arc<str>>) -> Self {
         Self {
-            inner: self.inner.clone(),
+            shared: self.shared.clone(),
             owner: Some(owner.into()),
         }
     }
@@ -162,11 +254,46 @@ impl ServiceRegistry {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+        self.shared.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+        self.shared.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called under the write lock after `services` changed: drops the snapshot and
+    /// moves to the next generation, so that no thread reads the old snapshot again.
+    fn changed(&self, inner: &mut Inner) {
+        inner.snapshot = OnceLock::new();
+        *inner.misses_since_change.get_mut() = 0;
+        self.shared.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// `look` in this thread's snapshot of the registry, refreshed first if the
+    /// registry changed; `None` sends the caller to the locked path (nothing found, no
+    /// snapshot yet, or the thread's locals unavailable).
+    fn in_snapshot<R>(&self, look: impl FnOnce(&Snapshot) -> Option<R>) -> Option<R> {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        LAST_SNAPSHOT
+            .try_with(|last| {
+                // Busy only if dropping a service (during `look`) looked one up.
+                let mut last = last.try_borrow_mut().ok()?;
+                let current = last.as_ref().is_some_and(|cached| {
+                    cached.registry == self.shared.id && cached.generation == generation
+                });
+                if !current {
+                    let inner = self.read();
+                    *last = Some(CachedSnapshot {
+                        registry: self.shared.id,
+                        // Read under the lock: the generation `snapshot` belongs to.
+                        generation: self.shared.generation.load(Ordering::Acquire),
+                        snapshot: inner.snapshot()?,
+                    });
+                }
+                last.as_ref().and_then(|cached| look(&cached.snapshot))
+            })
+            .ok()
+            .flatten()
     }
 
     /// Registers `value` under `name`.
@@ -205,6 +332,7 @@ impl ServiceRegistry {
                 owner: self.owner.clone(),
             },
         );
+        self.changed(&mut inner);
         tracing::debug!(
             service = name,
             plugin = self.owner.as_deref().unwrap_or("-"),
@@ -215,6 +343,18 @@ impl ServiceRegistry {
 
     /// The service `name` as a `T`.
     pub fn get<T: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
+        let found = self.in_snapshot(|snapshot| {
+            let service = snapshot.by_name.get(name)?.upgrade()?;
+            service.downcast::<T>().ok()
+        });
+        match found {
+            Some(service) => Ok(service),
+            None => self.get_locked(name),
+        }
+    }
+
+    /// [`get`](Self::get) under the lock, with its errors.
+    fn get_locked<T: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
         let inner = self.read();
         let Some(entry) = inner.services.get(name) else {
             return Err(ServiceError::NotFound {
@@ -235,6 +375,18 @@ impl ServiceRegistry {
 
     /// The one service of type `T`, whatever its name.
     pub fn get_typed<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, ServiceError> {
+        let found = self.in_snapshot(|snapshot| {
+            let service = snapshot.by_type.get(&TypeId::of::<T>())?.upgrade()?;
+            service.downcast::<T>().ok()
+        });
+        match found {
+            Some(service) => Ok(service),
+            None => self.get_typed_locked(),
+        }
+    }
+
+    /// [`get_typed`](Self::get_typed) under the lock, with its errors.
+    fn get_typed_locked<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, ServiceError> {
         let inner = self.read();
         let found = inner
             .by_type
@@ -273,13 +425,19 @@ impl ServiceRegistry {
     }
 
     /// Removes the service `name`; returns whether it existed.
+    ///
+    /// The registry's last reference to the value is dropped after the lock is
+    /// released, so a service whose `Drop` uses the registry does not deadlock it.
     pub fn unregister(&self, name: &str) -> bool {
         let mut inner = self.write();
         let service = inner.services.remove(name);
         if let Some(entry) = &service {
             inner.unindex(name, entry.type_id);
+            self.changed(&mut inner);
         }
-        service.is_some() | inner.factories.remove(name).is_some()
+        let factory = inner.factories.remove(name);
+        drop(inner);
+        service.is_some() | factory.is_some()
     }
 
     /// Registers a factory: [`create_instance`](Self::create_instance) calls it for a
@@ -374,31 +532,43 @@ impl ServiceRegistry {
     }
 
     /// Unregisters everything `owner` registered; returns the names removed.
+    ///
+    /// As with [`unregister`](Self::unregister), the values are dropped after the
+    /// lock is released.
     pub fn remove_owner(&self, owner: &str) -> Vec<String> {
+        let owned = |entry_owner: &Option<Arc<str>>| entry_owner.as_deref() == Some(owner);
         let mut inner = self.write();
-        let mut removed = Vec::new();
-        let mut unindex = Vec::new();
-        inner.services.retain(|name, e| {
-            let keep = e.owner.as_deref() != Some(owner);
-            if !keep {
-                removed.push(name.clone());
-                unindex.push((name.clone(), e.type_id));
-            }
-            keep
-        });
-        for (name, type_id) in unindex {
-            inner.unindex(&name, type_id);
+        let services = take_where(&mut inner.services, |entry| owned(&entry.owner));
+        for (name, entry) in &services {
+            inner.unindex(name, entry.type_id);
         }
-        inner.factories.retain(|name, e| {
-            let keep = e.owner.as_deref() != Some(owner);
-            if !keep {
-                removed.push(name.clone());
-            }
-            keep
-        });
+        if !services.is_empty() {
+            self.changed(&mut inner);
+        }
+        let factories = take_where(&mut inner.factories, |entry| owned(&entry.owner));
+        drop(inner);
+        let mut removed: Vec<String> = services
+            .into_iter()
+            .map(|(name, _)| name)
+            .chain(factories.into_iter().map(|(name, _)| name))
+            .collect();
         removed.sort();
         removed
     }
+}
+
+/// Removes the entries of `map` that `pick` picks, and returns them.
+fn take_where<V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<String, V, S>,
+    pick: impl Fn(&V) -> bool,
+) -> Vec<(String, V)> {
+    let names: Vec<String> = (map.iter())
+        .filter(|(_, value)| pick(value))
+        .map(|(name, _)| name.clone())
+        .collect();
+    (names.into_iter())
+        .filter_map(|name| map.remove(&name).map(|value| (name, value)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -428,5 +598,121 @@ mod tests {
         assert!(err.to_string().contains("none is registered"), "{err}");
         registry.register("a", Clock(3)).expect("name free again");
         assert_eq!(registry.get_typed::<Clock>().expect("one clock").0, 3);
+    }
+
+    #[test]
+    fn lookups_follow_every_change_on_every_thread() {
+        let registry = ServiceRegistry::new();
+        registry.register("clock", Clock(1)).expect("free name");
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let registry = registry.clone();
+                scope.spawn(move || {
+                    assert_eq!(registry.get::<Clock>("clock").expect("registered").0, 1);
+                });
+            }
+        });
+        assert_eq!(registry.get::<Clock>("clock").expect("registered").0, 1);
+        assert!(registry.unregister("clock"));
+        let err = registry.get::<Clock>("clock").expect_err("unregistered");
+        assert!(err.to_string().contains("not registered"), "{err}");
+        registry.register("clock", Clock(2)).expect("free again");
+        assert_eq!(registry.get::<Clock>("clock").expect("registered").0, 2);
+        assert_eq!(registry.get_typed::<Clock>().expect("one clock").0, 2);
+        registry.register("other", Clock(3)).expect("free name");
+        assert!(registry.get_typed::<Clock>().is_err(), "two clocks now");
+        let err = registry.get::<u32>("clock").expect_err("a Clock");
+        assert!(err.to_string().contains("is a `"), "{err}");
+    }
+
+    #[test]
+    fn an_unregistered_service_alive_elsewhere_is_not_found() {
+        let registry = ServiceRegistry::new();
+        let kept = Arc::new(7u64);
+        for _ in 0..2 {
+            registry
+                .register_arc("kept", kept.clone())
+                .expect("free name");
+            assert_eq!(*registry.get_typed::<u64>().expect("one u64"), 7);
+            assert_eq!(*registry.get::<u64>("kept").expect("registered"), 7);
+            assert!(registry.unregister("kept"));
+            assert!(registry.get::<u64>("kept").is_err());
+            assert!(registry.get_typed::<u64>().is_err());
+        }
+    }
+
+    #[test]
+    fn two_registries_looked_up_in_turn_answer_for_themselves() {
+        let (a, b) = (ServiceRegistry::new(), ServiceRegistry::new());
+        a.register("clock", Clock(1)).expect("free name");
+        b.register("clock", Clock(2)).expect("free name");
+        for _ in 0..3 {
+            assert_eq!(a.get::<Clock>("clock").expect("in a").0, 1);
+            assert_eq!(b.get::<Clock>("clock").expect("in b").0, 2);
+            assert_eq!(b.scoped("p").get_typed::<Clock>().expect("in b").0, 2);
+        }
+    }
+
+    #[test]
+    fn a_thread_that_looked_a_service_up_does_not_keep_it_alive() {
+        let registry = ServiceRegistry::new();
+        let clock = Arc::new(Clock(1));
+        registry
+            .register_arc("clock", clock.clone())
+            .expect("free name");
+        let plugin = registry.scoped("p");
+        plugin.register("owned", Clock(2)).expect("free name");
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                registry.get::<Clock>("clock").expect("registered");
+                registry.get::<Clock>("owned").expect("registered");
+                assert!(registry.unregister("clock"));
+                assert_eq!(Arc::strong_count(&clock), 1, "only the test holds it");
+            });
+        });
+        assert_eq!(registry.remove_owner("p"), ["owned"]);
+        assert!(registry.get::<Clock>("owned").is_err());
+    }
+
+    /// Looks a service up when dropped.
+    struct LooksUpOnDrop(ServiceRegistry);
+
+    impl Drop for LooksUpOnDrop {
+        fn drop(&mut self) {
+            assert!(self.0.get::<Clock>("clock").is_ok());
+            assert!(!self.0.contains("dropping"));
+        }
+    }
+
+    #[test]
+    fn a_service_may_use_the_registry_while_it_is_dropped() {
+        let registry = ServiceRegistry::new();
+        registry.register("clock", Clock(1)).expect("free name");
+        registry
+            .register("dropping", LooksUpOnDrop(registry.clone()))
+            .expect("free name");
+        assert!(registry.unregister("dropping"));
+        registry
+            .scoped("p")
+            .register("dropping", LooksUpOnDrop(registry.clone()))
+            .expect("free again");
+        assert_eq!(registry.remove_owner("p"), ["dropping"]);
+    }
+
+    #[test]
+    fn the_snapshot_is_built_once_enough_lookups_have_missed_it() {
+        let registry = ServiceRegistry::new();
+        for i in 0..80 {
+            registry.register(&format!("s{i}"), Clock(i)).expect("free");
+        }
+        let built = || registry.read().snapshot.get().is_some();
+        for _ in 0..80 / 8 {
+            assert_eq!(registry.get::<Clock>("s7").expect("registered").0, 7);
+        }
+        assert!(!built(), "a change between few look-ups does not build it");
+        assert_eq!(registry.get::<Clock>("s7").expect("registered").0, 7);
+        assert!(built());
+        registry.register("s80", Clock(80)).expect("free");
+        assert!(!built(), "a change drops it");
     }
 }
