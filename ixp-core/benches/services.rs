@@ -11,7 +11,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ixp_core::ServiceRegistry;
@@ -80,6 +80,53 @@ fn services(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same look-ups made by two threads at once, each `iters` times; the time is the
+/// wall time until both are done, per look-up of one thread. Both threads share the
+/// looked-up service's count (as the baseline's two threads share the `Arc`), so what
+/// differs from the baseline is what the registry itself shares between threads.
+fn services_on_two_threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("services/lookup_on_2_threads");
+    group.throughput(Throughput::Elements(2));
+    let holder = Holder {
+        clock: Arc::new(Clock { offset: 3 }),
+    };
+    let registry = registry(10);
+    let lookups: [(&str, &(dyn Fn() -> u64 + Sync)); 3] = [
+        ("arc_field_clone", &|| {
+            Arc::clone(&black_box(&holder).clock).offset
+        }),
+        ("get_named", &|| {
+            let clock = black_box(&registry).get::<Clock>(black_box("clock"));
+            clock.expect("registered").offset
+        }),
+        ("get_typed", &|| {
+            let clock = black_box(&registry).get_typed::<Clock>();
+            clock.expect("registered").offset
+        }),
+    ];
+    for (name, lookup) in lookups {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = std::sync::Barrier::new(2);
+                let run = || {
+                    start.wait();
+                    for _ in 0..iters {
+                        black_box(lookup());
+                    }
+                };
+                std::thread::scope(|scope| {
+                    let other = scope.spawn(run);
+                    let began = Instant::now();
+                    run();
+                    other.join().expect("the other thread finished");
+                    began.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -89,6 +136,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = services
+    targets = services, services_on_two_threads
 }
 criterion_main!(benches);
