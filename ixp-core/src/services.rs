@@ -137,6 +137,57 @@ impl Inner {
         )
     }
 
+    /// [`ServiceRegistry::get`] under the lock, with its errors.
+    fn named<T: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
+        let Some(entry) = self.services.get(name) else {
+            return Err(ServiceError::NotFound {
+                name: name.to_owned(),
+                provider: self.providers.get(name).cloned(),
+            });
+        };
+        entry
+            .value
+            .clone()
+            .downcast::<T>()
+            .map_err(|_| ServiceError::WrongType {
+                name: name.to_owned(),
+                expected: std::any::type_name::<T>(),
+                actual: entry.type_name,
+            })
+    }
+
+    /// [`ServiceRegistry::get_typed`] under the lock, with its errors.
+    fn typed<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, ServiceError> {
+        let found = self
+            .by_type
+            .get(&TypeId::of::<T>())
+            .map_or(&[][..], Vec::as_slice);
+        match found {
+            [(_, value)] => value
+                .clone()
+                .downcast::<T>()
+                .map_err(|_| ServiceError::TypeNotFound {
+                    type_name: std::any::type_name::<T>(),
+                    reason: "type mismatch".into(),
+                }),
+            [] => Err(ServiceError::TypeNotFound {
+                type_name: std::any::type_name::<T>(),
+                reason: "none is registered".into(),
+            }),
+            several => {
+                let mut names: Vec<String> = several.iter().map(|(n, _)| n.clone()).collect();
+                names.sort();
+                Err(ServiceError::TypeNotFound {
+                    type_name: std::any::type_name::<T>(),
+                    reason: format!(
+                        "several are registered ({}); look one up by name",
+                        names.join(", ")
+                    ),
+                })
+            }
+        }
+    }
+
     /// Removes `name` (of type `type_id`) from the type index.
     fn unindex(&mut self, name: &str, type_id: TypeId) {
         if let Some(of_type) = self.by_type.get_mut(&type_id) {
@@ -182,7 +233,9 @@ impl Default for ServiceRegistry {
 }
 
 /// The services of a registry as they were at one generation, held weakly: a stale
-/// snapshot left in some thread's [`LAST_SNAPSHOT`] keeps no unregistered service alive.
+/// snapshot left in some thread's [`LAST_SNAPSHOT`] keeps no unregistered service alive
+/// (its `Drop` runs when the registry lets it go), only the `Arc` allocation of the
+/// value, until that thread looks services up in another registry or generation.
 struct Snapshot {
     by_name: FastMap<String, WeakService>,
     /// The types of exactly one service.
@@ -220,8 +273,9 @@ struct CachedSnapshot {
 
 thread_local! {
     /// The snapshot this thread looked services up in last: a look-up whose registry
-    /// and generation match reads it without taking the registry's lock (two atomic
-    /// writes to one shared word, for every look-up on every thread).
+    /// and generation match reads it instead of taking the registry's lock (whose two
+    /// atomic writes to one word shared by every thread would cost more than the rest
+    /// of the look-up).
     static LAST_SNAPSHOT: RefCell<Option<CachedSnapshot>> = const { RefCell::new(None) };
 }
 
@@ -269,31 +323,48 @@ impl ServiceRegistry {
         self.shared.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// `look` in this thread's snapshot of the registry, refreshed first if the
-    /// registry changed; `None` sends the caller to the locked path (nothing found, no
-    /// snapshot yet, or the thread's locals unavailable).
-    fn in_snapshot<R>(&self, look: impl FnOnce(&Snapshot) -> Option<R>) -> Option<R> {
+    /// Looks a service up: `fast` in this thread's snapshot of the registry (refreshed
+    /// first if the registry changed), else `locked` under the read lock: when there is
+    /// no snapshot to read yet (then with the guard taken to look for one), `fast`
+    /// found nothing (a look-up that fails, or raced a change), or the thread's locals
+    /// are unavailable. No lock is held while `fast` runs: it may drop the last
+    /// reference to a service, whose `Drop` may use the registry.
+    fn look_up<R>(
+        &self,
+        fast: impl FnOnce(&Snapshot) -> Option<R>,
+        locked: impl FnOnce(&Inner) -> R,
+    ) -> R {
         let generation = self.shared.generation.load(Ordering::Acquire);
-        LAST_SNAPSHOT
-            .try_with(|last| {
-                // Busy only if dropping a service (during `look`) looked one up.
-                let mut last = last.try_borrow_mut().ok()?;
-                let current = last.as_ref().is_some_and(|cached| {
-                    cached.registry == self.shared.id && cached.generation == generation
+        let outcome = LAST_SNAPSHOT.try_with(|last| {
+            // Busy only if a service dropped during `fast` looked one up.
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return Err(None);
+            };
+            let current = last.as_ref().is_some_and(|cached| {
+                cached.registry == self.shared.id && cached.generation == generation
+            });
+            if !current {
+                let inner = self.read();
+                let Some(snapshot) = inner.snapshot() else {
+                    return Err(Some(inner));
+                };
+                *last = Some(CachedSnapshot {
+                    registry: self.shared.id,
+                    // Read under the lock: the generation `snapshot` belongs to.
+                    generation: self.shared.generation.load(Ordering::Acquire),
+                    snapshot,
                 });
-                if !current {
-                    let inner = self.read();
-                    *last = Some(CachedSnapshot {
-                        registry: self.shared.id,
-                        // Read under the lock: the generation `snapshot` belongs to.
-                        generation: self.shared.generation.load(Ordering::Acquire),
-                        snapshot: inner.snapshot()?,
-                    });
-                }
-                last.as_ref().and_then(|cached| look(&cached.snapshot))
-            })
-            .ok()
-            .flatten()
+            }
+            match last.as_ref().and_then(|cached| fast(&cached.snapshot)) {
+                Some(found) => Ok(found),
+                None => Err(None),
+            }
+        });
+        match outcome {
+            Ok(Ok(found)) => found,
+            Ok(Err(Some(inner))) => locked(&inner),
+            Ok(Err(None)) | Err(_) => locked(&self.read()),
+        }
     }
 
     /// Registers `value` under `name`.
@@ -343,79 +414,24 @@ impl ServiceRegistry {
 
     /// The service `name` as a `T`.
     pub fn get<T: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
-        let found = self.in_snapshot(|snapshot| {
-            let service = snapshot.by_name.get(name)?.upgrade()?;
-            service.downcast::<T>().ok()
-        });
-        match found {
-            Some(service) => Ok(service),
-            None => self.get_locked(name),
-        }
-    }
-
-    /// [`get`](Self::get) under the lock, with its errors.
-    fn get_locked<T: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
-        let inner = self.read();
-        let Some(entry) = inner.services.get(name) else {
-            return Err(ServiceError::NotFound {
-                name: name.to_owned(),
-                provider: inner.providers.get(name).cloned(),
-            });
-        };
-        entry
-            .value
-            .clone()
-            .downcast::<T>()
-            .map_err(|_| ServiceError::WrongType {
-                name: name.to_owned(),
-                expected: std::any::type_name::<T>(),
-                actual: entry.type_name,
-            })
+        self.look_up(
+            |snapshot| {
+                let service = snapshot.by_name.get(name)?.upgrade()?;
+                service.downcast::<T>().ok().map(Ok)
+            },
+            |inner| inner.named(name),
+        )
     }
 
     /// The one service of type `T`, whatever its name.
     pub fn get_typed<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, ServiceError> {
-        let found = self.in_snapshot(|snapshot| {
-            let service = snapshot.by_type.get(&TypeId::of::<T>())?.upgrade()?;
-            service.downcast::<T>().ok()
-        });
-        match found {
-            Some(service) => Ok(service),
-            None => self.get_typed_locked(),
-        }
-    }
-
-    /// [`get_typed`](Self::get_typed) under the lock, with its errors.
-    fn get_typed_locked<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, ServiceError> {
-        let inner = self.read();
-        let found = inner
-            .by_type
-            .get(&TypeId::of::<T>())
-            .map_or(&[][..], Vec::as_slice);
-        match found {
-            [(_, value)] => value
-                .clone()
-                .downcast::<T>()
-                .map_err(|_| ServiceError::TypeNotFound {
-                    type_name: std::any::type_name::<T>(),
-                    reason: "type mismatch".into(),
-                }),
-            [] => Err(ServiceError::TypeNotFound {
-                type_name: std::any::type_name::<T>(),
-                reason: "none is registered".into(),
-            }),
-            several => {
-                let mut names: Vec<String> = several.iter().map(|(n, _)| n.clone()).collect();
-                names.sort();
-                Err(ServiceError::TypeNotFound {
-                    type_name: std::any::type_name::<T>(),
-                    reason: format!(
-                        "several are registered ({}); look one up by name",
-                        names.join(", ")
-                    ),
-                })
-            }
-        }
+        self.look_up(
+            |snapshot| {
+                let service = snapshot.by_type.get(&TypeId::of::<T>())?.upgrade()?;
+                service.downcast::<T>().ok().map(Ok)
+            },
+            Inner::typed,
+        )
     }
 
     /// Whether a service (or factory) of that name exists.
@@ -623,6 +639,32 @@ mod tests {
         assert!(registry.get_typed::<Clock>().is_err(), "two clocks now");
         let err = registry.get::<u32>("clock").expect_err("a Clock");
         assert!(err.to_string().contains("is a `"), "{err}");
+    }
+
+    #[test]
+    fn a_thread_sees_changes_made_by_another_after_its_own_lookups() {
+        let registry = ServiceRegistry::new();
+        let kept = Arc::new(7u64);
+        registry.register("a", Clock(1)).expect("free name");
+        registry
+            .register_arc("kept", kept.clone())
+            .expect("free name");
+        let on_another_thread = |change: &(dyn Fn() + Sync)| {
+            std::thread::scope(|scope| scope.spawn(change).join().expect("changed"));
+        };
+        // Warm this thread's snapshot: one clock, `kept` alive.
+        assert_eq!(registry.get_typed::<Clock>().expect("one clock").0, 1);
+        assert_eq!(*registry.get::<u64>("kept").expect("registered"), 7);
+
+        on_another_thread(&|| registry.register("b", Clock(2)).expect("free name"));
+        let err = registry.get_typed::<Clock>().expect_err("two clocks now");
+        assert!(err.to_string().contains("several are registered (a, b)"));
+        assert_eq!(*registry.get::<u64>("kept").expect("registered"), 7);
+
+        on_another_thread(&|| assert!(registry.unregister("kept")));
+        // Still alive here, but no longer registered.
+        assert!(registry.get::<u64>("kept").is_err());
+        assert_eq!(*kept, 7);
     }
 
     #[test]

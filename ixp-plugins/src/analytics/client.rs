@@ -187,8 +187,10 @@ struct Counters {
 struct Batch {
     /// The full pieces, oldest first.
     full: Vec<Vec<u8>>,
-    /// The piece being filled; its capacity is never exceeded.
+    /// The piece being filled; its capacity is never exceeded once it holds an event.
     last: Vec<u8>,
+    /// The size of a new piece (the first one's capacity: small batches stay small).
+    piece_bytes: usize,
     events: usize,
     /// When the batch's first event was tracked (`flushInterval` counts from there).
     opened: Instant,
@@ -196,14 +198,15 @@ struct Batch {
 
 impl Batch {
     fn new(batch_size: usize) -> Self {
-        let capacity = TYPICAL_EVENT_BYTES
+        let piece_bytes = TYPICAL_EVENT_BYTES
             .saturating_mul(batch_size)
             .clamp(BATCH_START.len(), PIECE_BYTES);
-        let mut last = Vec::with_capacity(capacity);
+        let mut last = Vec::with_capacity(piece_bytes);
         last.extend_from_slice(BATCH_START);
         Self {
             full: Vec::new(),
             last,
+            piece_bytes,
             events: 0,
             opened: Instant::now(),
         }
@@ -212,10 +215,13 @@ impl Batch {
     fn push(&mut self, event: &[u8]) {
         let needed = event.len() + usize::from(self.events > 0);
         if self.last.capacity() - self.last.len() < needed {
-            // As big as the piece before (up to PIECE_BYTES), or the event if bigger.
-            let size = self.last.capacity().clamp(needed, PIECE_BYTES.max(needed));
-            let next = Vec::with_capacity(size);
-            self.full.push(std::mem::replace(&mut self.last, next));
+            if self.events == 0 {
+                // Only the body's start so far: growing it copies a dozen bytes.
+                self.last.reserve_exact(needed);
+            } else {
+                let next = Vec::with_capacity(self.piece_bytes.max(needed));
+                self.full.push(std::mem::replace(&mut self.last, next));
+            }
         }
         if self.events > 0 {
             self.last.push(b',');
@@ -1043,6 +1049,37 @@ mod tests {
         assert!(body == expected, "the joined body differs");
         let json: Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(json["events"].as_array().map(Vec::len), Some(batch_size));
+    }
+
+    #[test]
+    fn pieces_fill_exactly_and_small_batches_stay_in_one_piece() {
+        // An event that fills the piece to the byte stays in it; the next starts another.
+        let mut batch = Batch::new(2);
+        let room = batch.last.capacity() - BATCH_START.len();
+        let filling = format!("\"{}\"", "f".repeat(room - 2));
+        batch.push(filling.as_bytes());
+        assert_eq!(
+            (batch.full.len(), batch.last.len()),
+            (0, batch.last.capacity())
+        );
+        batch.push(b"2");
+        assert_eq!(batch.full.len(), 1);
+        assert!(
+            batch.last.capacity() <= 2 * TYPICAL_EVENT_BYTES,
+            "a small next piece"
+        );
+        let body = batch.into_body();
+        assert_eq!(body.len(), BATCH_START.len() + room + 2 + BATCH_END.len());
+        let json: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(json["events"][1], 2);
+
+        // batchSize 1: an event bigger than the preallocation is still one piece.
+        let mut batch = Batch::new(1);
+        let big = format!("\"{}\"", "b".repeat(4 * TYPICAL_EVENT_BYTES));
+        batch.push(big.as_bytes());
+        assert!(batch.full.is_empty());
+        let body = batch.into_body();
+        assert_eq!(body.len(), BATCH_START.len() + big.len() + BATCH_END.len());
     }
 
     #[test]
