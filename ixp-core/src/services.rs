@@ -323,45 +323,58 @@ impl ServiceRegistry {
         self.shared.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// Replaces `last` with the registry's current snapshot, or returns the read guard
+    /// taken to look for it when there is none yet.
+    #[cold]
+    #[inline(never)]
+    fn refresh(
+        &self,
+        last: &mut Option<CachedSnapshot>,
+    ) -> Result<(), std::sync::RwLockReadGuard<'_, Inner>> {
+        let inner = self.read();
+        let Some(snapshot) = inner.snapshot() else {
+            return Err(inner);
+        };
+        *last = Some(CachedSnapshot {
+            registry: self.shared.id,
+            // Read under the lock: the generation `snapshot` belongs to.
+            generation: self.shared.generation.load(Ordering::Acquire),
+            snapshot,
+        });
+        Ok(())
+    }
+
     /// Looks a service up: `fast` in this thread's snapshot of the registry (refreshed
     /// first if the registry changed), else `locked` under the read lock: when there is
     /// no snapshot to read yet (then with the guard taken to look for one), `fast`
     /// found nothing (a look-up that fails, or raced a change), or the thread's locals
     /// are unavailable. No lock is held while `fast` runs: it may drop the last
     /// reference to a service, whose `Drop` may use the registry.
-    fn look_up<R>(
+    fn look_up<T: Send + Sync + 'static>(
         &self,
-        fast: impl FnOnce(&Snapshot) -> Option<R>,
-        locked: impl FnOnce(&Inner) -> R,
-    ) -> R {
+        fast: impl FnOnce(&Snapshot) -> Option<&WeakService>,
+        locked: impl FnOnce(&Inner) -> Result<Arc<T>, ServiceError>,
+    ) -> Result<Arc<T>, ServiceError> {
         let generation = self.shared.generation.load(Ordering::Acquire);
         let outcome = LAST_SNAPSHOT.try_with(|last| {
             // Busy only if a service dropped during `fast` looked one up.
             let Ok(mut last) = last.try_borrow_mut() else {
                 return Err(None);
             };
-            let current = last.as_ref().is_some_and(|cached| {
+            let current = last.as_ref().filter(|cached| {
                 cached.registry == self.shared.id && cached.generation == generation
             });
-            if !current {
-                let inner = self.read();
-                let Some(snapshot) = inner.snapshot() else {
-                    return Err(Some(inner));
-                };
-                *last = Some(CachedSnapshot {
-                    registry: self.shared.id,
-                    // Read under the lock: the generation `snapshot` belongs to.
-                    generation: self.shared.generation.load(Ordering::Acquire),
-                    snapshot,
-                });
+            if let Some(cached) = current {
+                return upgrade::<T>(fast(&cached.snapshot)).ok_or(None);
             }
-            match last.as_ref().and_then(|cached| fast(&cached.snapshot)) {
-                Some(found) => Ok(found),
-                None => Err(None),
+            if let Err(inner) = self.refresh(&mut last) {
+                return Err(Some(inner));
             }
+            let cached = last.as_ref().and_then(|cached| fast(&cached.snapshot));
+            upgrade::<T>(cached).ok_or(None)
         });
         match outcome {
-            Ok(Ok(found)) => found,
+            Ok(Ok(found)) => Ok(found),
             Ok(Err(Some(inner))) => locked(&inner),
             Ok(Err(None)) | Err(_) => locked(&self.read()),
         }
@@ -415,10 +428,7 @@ impl ServiceRegistry {
     /// The service `name` as a `T`.
     pub fn get<T: Send + Sync + 'static>(&self, name: &str) -> Result<Arc<T>, ServiceError> {
         self.look_up(
-            |snapshot| {
-                let service = snapshot.by_name.get(name)?.upgrade()?;
-                service.downcast::<T>().ok().map(Ok)
-            },
+            |snapshot| snapshot.by_name.get(name),
             |inner| inner.named(name),
         )
     }
@@ -426,10 +436,7 @@ impl ServiceRegistry {
     /// The one service of type `T`, whatever its name.
     pub fn get_typed<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, ServiceError> {
         self.look_up(
-            |snapshot| {
-                let service = snapshot.by_type.get(&TypeId::of::<T>())?.upgrade()?;
-                service.downcast::<T>().ok().map(Ok)
-            },
+            |snapshot| snapshot.by_type.get(&TypeId::of::<T>()),
             Inner::typed,
         )
     }
@@ -571,6 +578,12 @@ impl ServiceRegistry {
         removed.sort();
         removed
     }
+}
+
+/// The service behind `weak` as a `T`, if it is still registered and a `T`.
+#[inline]
+fn upgrade<T: Send + Sync + 'static>(weak: Option<&WeakService>) -> Option<Arc<T>> {
+    weak?.upgrade()?.downcast::<T>().ok()
 }
 
 /// Removes the entries of `map` that `pick` picks, and returns them.
