@@ -361,17 +361,16 @@ impl ServiceRegistry {
             let Ok(mut last) = last.try_borrow_mut() else {
                 return Err(None);
             };
-            let current = last.as_ref().filter(|cached| {
+            let current = last.as_ref().is_some_and(|cached| {
                 cached.registry == self.shared.id && cached.generation == generation
             });
-            if let Some(cached) = current {
-                return upgrade::<T>(fast(&cached.snapshot)).ok_or(None);
+            if !current {
+                if let Err(inner) = self.refresh(&mut last) {
+                    return Err(Some(inner));
+                }
             }
-            if let Err(inner) = self.refresh(&mut last) {
-                return Err(Some(inner));
-            }
-            let cached = last.as_ref().and_then(|cached| fast(&cached.snapshot));
-            upgrade::<T>(cached).ok_or(None)
+            let weak = last.as_ref().and_then(|cached| fast(&cached.snapshot));
+            upgrade::<T>(weak).ok_or(None)
         });
         match outcome {
             Ok(Ok(found)) => Ok(found),

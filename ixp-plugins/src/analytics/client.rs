@@ -240,15 +240,13 @@ impl Batch {
 
     /// The finished request body (shared, not copied, by the retries of the batch).
     /// Called outside the buffer's lock: closing the body may reallocate or join it.
-    fn into_body(mut self) -> Bytes {
+    fn into_body(self) -> Bytes {
         let mut body = if self.full.is_empty() {
             self.last
         } else {
             let len = self.pieces().map(<[u8]>::len).sum::<usize>() + BATCH_END.len();
             let mut joined = Vec::with_capacity(len);
-            self.full.push(self.last);
-            self.full
-                .iter()
+            self.pieces()
                 .for_each(|piece| joined.extend_from_slice(piece));
             joined
         };
