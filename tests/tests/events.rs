@@ -571,3 +571,48 @@ async fn thousands_of_subscriptions_come_and_go_and_a_once_subscription_ends_ina
     assert!(!once.is_active());
     assert_eq!(bus.emit_and_wait("tick", ()).await.handled, 0);
 }
+
+/// A handler that holds `marker` (as a plugin's handler holds its state).
+fn holding(marker: Arc<()>) -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static {
+    move |_e: Event| {
+        let _held = &marker;
+        std::future::ready(())
+    }
+}
+
+#[tokio::test]
+async fn an_unsubscribed_handler_and_what_it_holds_are_dropped_once_the_bus_is_used_again() {
+    let bus = EventBus::new();
+    let scoped = bus.scoped("leaving-plugin");
+    let inline = SubscribeOptions {
+        delivery: Delivery::Inline,
+        ..SubscribeOptions::default()
+    };
+    let (exact, wild, owned) = (Arc::new(()), Arc::new(()), Arc::new(()));
+    let weak = [&exact, &wild, &owned].map(Arc::downgrade);
+    let exact_sub = bus
+        .on_with("order.paid", inline, holding(exact))
+        .expect("subscribed");
+    let wild_sub = bus.on("order.*", holding(wild)).expect("subscribed");
+    let owned_sub = scoped.on("order.paid", holding(owned)).expect("subscribed");
+    owned_sub.detach();
+    assert_eq!(bus.emit_and_wait("order.paid", ()).await.handled, 3);
+    assert_eq!(bus.emit("order.paid", ()).await, 3);
+
+    drop(exact_sub);
+    wild_sub.cancel();
+    for worker in bus.remove_owner("leaving-plugin") {
+        worker.await.expect("the worker ends");
+    }
+    // The next publish reads the routes without them; the queued ones' workers end
+    // once their queues are drained.
+    assert_eq!(bus.emit_and_wait("order.paid", ()).await.handled, 0);
+    for (name, weak) in ["exact", "wildcard", "owner's"].iter().zip(&weak) {
+        let mut waited = Duration::ZERO;
+        while weak.strong_count() > 0 && waited < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += Duration::from_millis(10);
+        }
+        assert_eq!(weak.strong_count(), 0, "the {name} handler is still alive");
+    }
+}
