@@ -525,7 +525,8 @@ impl Sub {
 
 /// A subscription as the routing table holds it: next to the subscription, a copy of
 /// what delivering an event reads first (the handler, `once`, the delivery), so that
-/// the inline path goes from the table's slot straight to the handler. On a bus with
+/// the inline path to an exact topic goes from the table's slot straight to the handler
+/// (a wildcard route still reads its subscription's pattern to match). On a bus with
 /// many topics each step of that chain is a likely cache miss (`events/routing` bench).
 #[derive(Clone)]
 struct Route {
@@ -746,13 +747,24 @@ impl BusInner {
     #[inline]
     fn snapshot(&self) -> arc_swap::Guard<Arc<Routes>> {
         if self.stale.load(Ordering::Acquire) {
-            let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-            if self.stale.load(Ordering::Acquire) {
-                self.routes.store(Arc::new(table.routes.clone()));
-                self.stale.store(false, Ordering::Release);
-            }
+            // Dropped here, after the lock is released: the old routes may hold the last
+            // handle on an unsubscribed handler, and what it captured may use this bus
+            // when dropped (a `Subscription` of it unsubscribes).
+            let _replaced = self.refresh();
         }
         self.routes.load()
+    }
+
+    /// Rebuilds the routes from the table, if still stale; the routes it replaced.
+    #[cold]
+    fn refresh(&self) -> Option<Arc<Routes>> {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.stale.load(Ordering::Acquire) {
+            return None;
+        }
+        let replaced = self.routes.swap(Arc::new(table.routes.clone()));
+        self.stale.store(false, Ordering::Release);
+        Some(replaced)
     }
 
     fn update<R>(&self, change: impl FnOnce(&mut Table) -> R) -> R {

@@ -616,3 +616,43 @@ async fn an_unsubscribed_handler_and_what_it_holds_are_dropped_once_the_bus_is_u
         assert_eq!(weak.strong_count(), 0, "the {name} handler is still alive");
     }
 }
+
+#[test]
+fn a_handler_holding_a_subscription_of_its_own_bus_is_dropped_without_a_deadlock() {
+    // The last handle on `outer`'s handler is the bus's old routing table, dropped when
+    // the next publish rebuilds it; the handler holds `inner`, whose drop unsubscribes
+    // from the same bus. Run on its own thread: a deadlock fails the test, not hangs it.
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let bus = EventBus::new();
+            let inner = bus.on("inner.topic", |_e: Event| async {}).expect("subscribed");
+            let outer = bus
+                .on("outer.topic", move |_e: Event| {
+                    let _held = &inner;
+                    std::future::ready(())
+                })
+                .expect("subscribed");
+            assert_eq!(bus.emit_and_wait("outer.topic", ()).await.handled, 1);
+            drop(outer);
+            assert_eq!(bus.emit_and_wait("outer.topic", ()).await.handled, 0);
+            assert_eq!(bus.emit_and_wait("inner.topic", ()).await.handled, 0);
+            assert!(bus.subscriptions().is_empty());
+        });
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(10)) {
+        Ok(()) => worker.join().expect("the test thread"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("dropping a handler that holds a subscription deadlocked the bus")
+        }
+    }
+}
