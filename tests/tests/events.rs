@@ -629,7 +629,9 @@ fn a_handler_holding_a_subscription_of_its_own_bus_is_dropped_without_a_deadlock
             .expect("runtime");
         rt.block_on(async {
             let bus = EventBus::new();
-            let inner = bus.on("inner.topic", |_e: Event| async {}).expect("subscribed");
+            let inner = bus
+                .on("inner.topic", |_e: Event| async {})
+                .expect("subscribed");
             let outer = bus
                 .on("outer.topic", move |_e: Event| {
                     let _held = &inner;
