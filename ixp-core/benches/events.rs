@@ -16,6 +16,10 @@
 //! * `broadcast`: `tokio::sync::broadcast`, one receiver task per handler, same handler
 //!   body, timed until every receiver has handled every event.
 //!
+//! * `events/emit_on_2_threads`: one topic published from two threads at once, by
+//!   `emit_and_wait`, `emit` and `publish` (typed, static topic), against building and
+//!   handling the event directly with a topic `Arc<str>` per thread or shared.
+//!
 //! Queued paths are driven in batches of [`BATCH`] events (below every queue's
 //! capacity, so nothing waits on a full queue and broadcast receivers never lag), then
 //! the bench waits until every delivery of the batch is done.
@@ -32,7 +36,8 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use ixp_core::events::{Delivery, Event, EventBus, SubscribeOptions, Subscription};
+use futures::FutureExt;
+use ixp_core::events::{Delivery, Event, EventBus, SubscribeOptions, Subscription, TypedEvent};
 use tokio::runtime::Runtime;
 use tokio::sync::broadcast;
 
@@ -524,7 +529,83 @@ fn events(c: &mut Criterion) {
         run_scenario(c, &rt, scenario);
     }
     routing(c, &rt);
+    on_two_threads(c);
     subscribe(c);
+}
+
+/// A typed event on the topic of [`on_two_threads`], for `publish`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UserCreated(u64);
+
+impl TypedEvent for UserCreated {
+    const TOPIC: &'static str = "user.created";
+}
+
+/// One topic, one synchronous handler that writes nothing shared (subscribed with
+/// `Delivery::Inline`), published from two threads at once, each `iters` times
+/// (`now_or_never`: nothing on these paths waits); the time is the wall time until both
+/// are done, per event of one thread. Baselines: `direct_call_new_event` with one
+/// topic `Arc<str>` shared by both threads (as the bus's route key is), and with one
+/// per thread (nothing shared at all). `publish` names its topic with a `&'static str`.
+fn on_two_threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("events/emit_on_2_threads");
+    group.throughput(Throughput::Elements(2));
+    let handler = |event: Event| {
+        black_box(event.payload::<u64>());
+        std::future::ready(())
+    };
+    let shared: std::sync::Arc<str> = "user.created".into();
+    let bus = EventBus::new();
+    let inline = SubscribeOptions {
+        delivery: Delivery::Inline,
+        ..SubscribeOptions::default()
+    };
+    let _sub = bus
+        .on_with("user.created", inline, handler)
+        .expect("valid topic");
+    type Publish<'a> = &'a (dyn Fn(&std::sync::Arc<str>, u64) + Sync);
+    let paths: [(&str, Publish); 5] = [
+        ("direct_call_new_event/own_topic", &|own, i| {
+            black_box(handler(Event::new(own.clone(), i)).now_or_never());
+        }),
+        ("direct_call_new_event/shared_topic", &|_, i| {
+            black_box(handler(Event::new(shared.clone(), i)).now_or_never());
+        }),
+        ("emit_and_wait", &|_, i| {
+            let report = bus.emit_and_wait(black_box("user.created"), i);
+            black_box(report.now_or_never().expect("a ready handler"));
+        }),
+        ("emit", &|_, i| {
+            let handed = bus.emit(black_box("user.created"), i);
+            black_box(handed.now_or_never().expect("an inline subscription"));
+        }),
+        ("publish", &|_, i| {
+            let handed = bus.publish(UserCreated(i));
+            black_box(handed.now_or_never().expect("an inline subscription"));
+        }),
+    ];
+    for (name, publish) in paths {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = std::sync::Barrier::new(2);
+                let run = || {
+                    let own: std::sync::Arc<str> = "user.created".into();
+                    start.wait();
+                    for i in 0..iters {
+                        publish(&own, i);
+                    }
+                };
+                std::thread::scope(|scope| {
+                    let other = scope.spawn(run);
+                    let began = Instant::now();
+                    run();
+                    other.join().expect("the other thread finished");
+                    began.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
 }
 
 fn config() -> Criterion {

@@ -470,7 +470,7 @@ async fn request_events(events: EventBus, request: Request, mut router: Router) 
             method: method.as_str().to_owned(),
             path: uri.path().to_owned(),
         };
-        events.emit(RequestStarted::TOPIC, started).await;
+        events.publish(started).await;
     }
     // One `error.occurred` per failed request: the panic, or else the 5xx answer.
     let handled = async move {
@@ -504,15 +504,12 @@ async fn request_events(events: EventBus, request: Request, mut router: Router) 
     };
     if let Some(message) = error {
         events
-            .emit(
-                ErrorOccurred::TOPIC,
-                ErrorOccurred {
-                    source: "http".into(),
-                    plugin: None,
-                    topic: None,
-                    message,
-                },
-            )
+            .publish(ErrorOccurred {
+                source: "http".into(),
+                plugin: None,
+                topic: None,
+                message,
+            })
             .await;
     }
     if let Some(started) = started {
@@ -524,7 +521,7 @@ async fn request_events(events: EventBus, request: Request, mut router: Router) 
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             response_size: response.body().size_hint().exact(),
         };
-        events.emit(RequestCompleted::TOPIC, completed).await;
+        events.publish(completed).await;
     }
     response
 }

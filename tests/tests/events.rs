@@ -658,3 +658,46 @@ fn a_handler_holding_a_subscription_of_its_own_bus_is_dropped_without_a_deadlock
         }
     }
 }
+
+#[tokio::test]
+async fn a_published_event_carries_its_topic_and_source_to_exact_and_wildcard_subscribers() {
+    let bus = EventBus::new();
+    let seen: Seen = Arc::default();
+    let mut subs = Vec::new();
+    for (pattern, delivery) in [
+        ("user.created", Delivery::Inline),
+        ("user.*", Delivery::Inline),
+        ("user.created", Delivery::Queued),
+    ] {
+        let sink = seen.clone();
+        let options = SubscribeOptions {
+            delivery,
+            ..SubscribeOptions::default()
+        };
+        let sub = bus
+            .on_with(pattern, options, move |event: Event| {
+                let source = event.source().unwrap_or("-");
+                let seen = format!("{pattern} {} {source} {event:?}", event.topic());
+                sink.lock().expect("lock").push(seen);
+                std::future::ready(())
+            })
+            .expect("valid pattern");
+        subs.push(sub);
+    }
+    let user = UserCreated {
+        id: 7,
+        email: "c@example.com".into(),
+    };
+    assert_eq!(bus.scoped("users-plugin").publish(user).await, 3);
+    let mut seen = settle(&seen, 3).await;
+    seen.sort();
+    let debug = r#"Event { topic: "user.created", payload_type: "events::UserCreated", source: Some("users-plugin") }"#;
+    assert_eq!(
+        seen,
+        [
+            format!("user.* user.created users-plugin {debug}"),
+            format!("user.created user.created users-plugin {debug}"),
+            format!("user.created user.created users-plugin {debug}"),
+        ]
+    );
+}
