@@ -546,7 +546,10 @@ impl TypedEvent for UserCreated {
 /// (`now_or_never`: nothing on these paths waits); the time is the wall time until both
 /// are done, per event of one thread. Baselines: `direct_call_new_event` with one
 /// topic `Arc<str>` shared by both threads (as the bus's route key is), and with one
-/// per thread (nothing shared at all). `publish` names its topic with a `&'static str`.
+/// per thread (nothing shared at all). `publish` names its topic with a `&'static str`;
+/// `publish_scoped/*` publish through a plugin's scoped bus, whose name is the events'
+/// source: an `Arc<str>` shared by its events (`scoped`), or a `&'static str`
+/// (`scoped_static`, as the host scopes plugins).
 fn on_two_threads(c: &mut Criterion) {
     let mut group = c.benchmark_group("events/emit_on_2_threads");
     group.throughput(Throughput::Elements(2));
@@ -563,8 +566,10 @@ fn on_two_threads(c: &mut Criterion) {
     let _sub = bus
         .on_with("user.created", inline, handler)
         .expect("valid topic");
+    let scoped_shared = bus.scoped("users-plugin");
+    let scoped_static = bus.scoped_static("users-plugin");
     type Publish<'a> = &'a (dyn Fn(&std::sync::Arc<str>, u64) + Sync);
-    let paths: [(&str, Publish); 5] = [
+    let paths: [(&str, Publish); 7] = [
         ("direct_call_new_event/own_topic", &|own, i| {
             black_box(handler(Event::new(own.clone(), i)).now_or_never());
         }),
@@ -581,6 +586,14 @@ fn on_two_threads(c: &mut Criterion) {
         }),
         ("publish", &|_, i| {
             let handed = bus.publish(UserCreated(i));
+            black_box(handed.now_or_never().expect("an inline subscription"));
+        }),
+        ("publish_scoped/shared_name", &|_, i| {
+            let handed = scoped_shared.publish(UserCreated(i));
+            black_box(handed.now_or_never().expect("an inline subscription"));
+        }),
+        ("publish_scoped/static_name", &|_, i| {
+            let handed = scoped_static.publish(UserCreated(i));
             black_box(handed.now_or_never().expect("an inline subscription"));
         }),
     ];

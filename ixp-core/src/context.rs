@@ -111,8 +111,12 @@ impl fmt::Debug for PluginContext {
 }
 
 impl PluginContext {
+    /// `static_name` is `plugin` as a `&'static str` when the caller has one (the host
+    /// does, from the plugin's metadata): the plugin's events then name their source
+    /// without a shared reference count.
     pub(crate) fn new(
         plugin: &Arc<str>,
+        static_name: Option<&'static str>,
         config: Arc<IxpConfig>,
         registries: Registries<'_>,
         server: ServerHandle,
@@ -124,7 +128,10 @@ impl PluginContext {
                     plugin: plugin.clone(),
                 },
                 config,
-                events: registries.events.scoped(plugin.clone()),
+                events: match static_name {
+                    Some(name) => registries.events.scoped_as(plugin.clone(), name),
+                    None => registries.events.scoped(plugin.clone()),
+                },
                 services: registries.services.scoped(plugin.clone()),
                 #[cfg(feature = "http")]
                 http: registries.http.scoped(plugin.clone()),

@@ -146,7 +146,7 @@ impl<T: Serialize + Send + Sync + 'static> Payload for T {
 pub struct Event {
     topic: Name,
     payload: Arc<dyn Payload>,
-    source: Option<Arc<str>>,
+    source: Option<Name>,
 }
 
 impl fmt::Debug for Event {
@@ -176,7 +176,7 @@ impl Event {
 
     /// The name of the plugin that emitted the event, if a plugin did.
     pub fn source(&self) -> Option<&str> {
-        self.source.as_deref()
+        self.source.as_ref().map(Name::as_str)
     }
 
     /// The payload, if it is a `T`.
@@ -816,6 +816,8 @@ impl BusInner {
 pub struct EventBus {
     inner: Arc<BusInner>,
     owner: Option<Arc<str>>,
+    /// The `owner` as the events emitted through this bus name their source.
+    source: Option<Name>,
 }
 
 impl fmt::Debug for EventBus {
@@ -939,14 +941,50 @@ impl EventBus {
                 next_id: AtomicU64::new(1),
             }),
             owner: None,
+            source: None,
         }
     }
 
     /// The same bus, acting for `owner` (a plugin name: a `&str`, or an `Arc<str>` to share).
     pub fn scoped(&self, owner: impl Into<Arc<str>>) -> Self {
+        let owner: Arc<str> = owner.into();
         Self {
             inner: self.inner.clone(),
-            owner: Some(owner.into()),
+            source: Some(Name::Shared(owner.clone())),
+            owner: Some(owner),
+        }
+    }
+
+    /// [`scoped`](Self::scoped) for a name known at compile time, as a plugin's is (the
+    /// host scopes each plugin's bus this way). Events emitted through it name their
+    /// source with that `&'static str`, so threads emitting for the same plugin share
+    /// no reference count (see [`publish`](Self::publish) for the topic's).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ixp_core::events::{Event, EventBus};
+    ///
+    /// let bus = EventBus::new();
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    /// let _sub = bus.on("user.created", move |event: Event| {
+    ///     tx.send(event.source().map(str::to_owned)).ok();
+    ///     std::future::ready(())
+    /// })?;
+    /// bus.scoped_static("users-plugin").emit("user.created", 1).await;
+    /// assert_eq!(rx.recv().await, Some(Some("users-plugin".to_owned())));
+    /// # Ok(()) }
+    /// ```
+    pub fn scoped_static(&self, owner: &'static str) -> Self {
+        self.scoped_as(owner.into(), owner)
+    }
+
+    /// [`scoped_static`](Self::scoped_static) sharing the caller's `Arc` of the name.
+    pub(crate) fn scoped_as(&self, owner: Arc<str>, name: &'static str) -> Self {
+        debug_assert_eq!(&*owner, name);
+        Self {
+            inner: self.inner.clone(),
+            owner: Some(owner),
+            source: Some(Name::Static(name)),
         }
     }
 
@@ -1264,7 +1302,7 @@ impl EventBus {
         Event {
             topic,
             payload: Arc::new(payload),
-            source: self.owner.clone(),
+            source: self.source.clone(),
         }
     }
 
@@ -1396,6 +1434,7 @@ fn report_failure(bus: Option<&Arc<BusInner>>, sub: &SubCore, topic: &str, messa
         let report = EventBus {
             inner: inner.clone(),
             owner: None,
+            source: None,
         };
         report.try_emit(
             ERROR_TOPIC,

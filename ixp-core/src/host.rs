@@ -421,7 +421,13 @@ impl Host {
                     let server = ServerHandle {
                         shared: weak.clone(),
                     };
-                    let ctx = PluginContext::new(&name, config.clone(), registries, server);
+                    let ctx = PluginContext::new(
+                        &name,
+                        Some(p.metadata.name),
+                        config.clone(),
+                        registries,
+                        server,
+                    );
                     Slot {
                         name,
                         metadata: p.metadata,

@@ -89,6 +89,7 @@ impl MockPluginContext {
         };
         let ctx = PluginContext::new(
             &Arc::from(plugin),
+            None,
             Arc::new(config),
             registries,
             ServerHandle::detached(),

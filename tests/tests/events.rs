@@ -363,8 +363,28 @@ async fn a_scoped_bus_marks_the_source_of_its_events() {
         .expect("valid");
     bus.scoped("greeter").emit("hello", ()).await;
     bus.emit("hello", ()).await;
+    bus.scoped_static("static-greeter").emit("hello", ()).await;
     assert_eq!(rx.recv().await, Some(Some("greeter".to_owned())));
     assert_eq!(rx.recv().await, Some(None));
+    assert_eq!(rx.recv().await, Some(Some("static-greeter".to_owned())));
+
+    // A bus scoped with a static name owns its subscriptions like any scoped bus.
+    let scoped = bus.scoped_static("static-greeter");
+    scoped
+        .on("bye", |_e: Event| async {})
+        .expect("valid")
+        .detach();
+    assert_eq!(
+        bus.subscriptions()
+            .iter()
+            .filter(|s| s.owner.as_deref() == Some("static-greeter"))
+            .count(),
+        1
+    );
+    for worker in bus.remove_owner("static-greeter") {
+        worker.await.expect("the worker ends");
+    }
+    assert_eq!(bus.emit_and_wait("bye", ()).await.handled, 0);
 }
 
 #[tokio::test]
