@@ -219,10 +219,12 @@ impl Event {
     }
 }
 
-/// An event's topic: the `&'static str` its publisher named it with (typed events,
-/// [`EventBus::publish`]), else the `Arc<str>` key of its route, shared by every event on
-/// the topic. A static name costs no reference count: threads that publish on one topic
-/// at once do not fight over the count's cache line (`events/emit_on_2_threads` bench).
+/// An event's topic (or source): a `&'static str` when its publisher named it with one
+/// (typed events, [`EventBus::publish`]; [`EventBus::scoped_static`]), else an
+/// `Arc<str>`: for `emit` on a subscribed topic, the key of its route, shared by every
+/// event on the topic. A static name costs no reference count: threads that publish on
+/// one topic at once do not fight over the count's cache line
+/// (`events/emit_on_2_threads` bench).
 #[derive(Clone)]
 enum Name {
     Static(&'static str),
@@ -956,9 +958,9 @@ impl EventBus {
     }
 
     /// [`scoped`](Self::scoped) for a name known at compile time, as a plugin's is (the
-    /// host scopes each plugin's bus this way). Events emitted through it name their
-    /// source with that `&'static str`, so threads emitting for the same plugin share
-    /// no reference count (see [`publish`](Self::publish) for the topic's).
+    /// host scopes each plugin's bus with its name the same way). Events emitted through
+    /// it name their source with that `&'static str`, so threads emitting for the same
+    /// plugin share no reference count (see [`publish`](Self::publish) for the topic's).
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -708,10 +708,13 @@ async fn a_published_event_carries_its_topic_and_source_to_exact_and_wildcard_su
         id: 7,
         email: "c@example.com".into(),
     };
-    assert_eq!(bus.scoped("users-plugin").publish(user).await, 3);
+    assert_eq!(bus.scoped_static("users-plugin").publish(user).await, 3);
     let mut seen = settle(&seen, 3).await;
     seen.sort();
-    let debug = r#"Event { topic: "user.created", payload_type: "events::UserCreated", source: Some("users-plugin") }"#;
+    let debug = format!(
+        r#"Event {{ topic: "user.created", payload_type: "{}", source: Some("users-plugin") }}"#,
+        std::any::type_name::<UserCreated>()
+    );
     assert_eq!(
         seen,
         [
