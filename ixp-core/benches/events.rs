@@ -28,6 +28,8 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
+mod support;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -600,20 +602,11 @@ fn on_two_threads(c: &mut Criterion) {
     for (name, publish) in paths {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let start = std::sync::Barrier::new(2);
-                let run = || {
+                support::on_two_threads(|| {
                     let own: std::sync::Arc<str> = "user.created".into();
-                    start.wait();
                     for i in 0..iters {
                         publish(&own, i);
                     }
-                };
-                std::thread::scope(|scope| {
-                    let other = scope.spawn(run);
-                    let began = Instant::now();
-                    run();
-                    other.join().expect("the other thread finished");
-                    began.elapsed()
                 })
             })
         });

@@ -9,9 +9,11 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ixp_core::ServiceRegistry;
@@ -107,19 +109,10 @@ fn services_on_two_threads(c: &mut Criterion) {
     for (name, lookup) in lookups {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let start = std::sync::Barrier::new(2);
-                let run = || {
-                    start.wait();
+                support::on_two_threads(|| {
                     for _ in 0..iters {
                         black_box(lookup());
                     }
-                };
-                std::thread::scope(|scope| {
-                    let other = scope.spawn(run);
-                    let began = Instant::now();
-                    run();
-                    other.join().expect("the other thread finished");
-                    began.elapsed()
                 })
             })
         });

@@ -1,0 +1,22 @@
+//! Helpers shared by the bench binaries (`mod support;` in each).
+
+use std::time::{Duration, Instant};
+
+/// Runs `run` on two threads at once (released together by a barrier) and returns the
+/// wall time until both are done, measured on this thread. `run` does one thread's
+/// share of the work, so the time per element of one thread is the result over that
+/// share.
+pub fn on_two_threads(run: impl Fn() + Sync) -> Duration {
+    let start = std::sync::Barrier::new(2);
+    let run = || {
+        start.wait();
+        run();
+    };
+    std::thread::scope(|scope| {
+        let other = scope.spawn(run);
+        let began = Instant::now();
+        run();
+        other.join().expect("the other thread finished");
+        began.elapsed()
+    })
+}
