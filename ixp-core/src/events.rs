@@ -950,11 +950,7 @@ impl EventBus {
     /// The same bus, acting for `owner` (a plugin name: a `&str`, or an `Arc<str>` to share).
     pub fn scoped(&self, owner: impl Into<Arc<str>>) -> Self {
         let owner: Arc<str> = owner.into();
-        Self {
-            inner: self.inner.clone(),
-            source: Some(Name::Shared(owner.clone())),
-            owner: Some(owner),
-        }
+        self.acting_for(owner.clone(), Name::Shared(owner))
     }
 
     /// [`scoped`](Self::scoped) for a name known at compile time, as a plugin's is (the
@@ -983,10 +979,16 @@ impl EventBus {
     /// [`scoped_static`](Self::scoped_static) sharing the caller's `Arc` of the name.
     pub(crate) fn scoped_as(&self, owner: Arc<str>, name: &'static str) -> Self {
         debug_assert_eq!(&*owner, name);
+        self.acting_for(owner, Name::Static(name))
+    }
+
+    /// The same bus, owning subscriptions as `owner` and naming `source` (the same
+    /// name) as the source of its events.
+    fn acting_for(&self, owner: Arc<str>, source: Name) -> Self {
         Self {
             inner: self.inner.clone(),
             owner: Some(owner),
-            source: Some(Name::Static(name)),
+            source: Some(source),
         }
     }
 
