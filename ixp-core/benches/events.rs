@@ -532,6 +532,7 @@ fn events(c: &mut Criterion) {
     }
     routing(c, &rt);
     on_two_threads(c);
+    queued_on_two_threads(c);
     subscribe(c);
 }
 
@@ -612,6 +613,86 @@ fn on_two_threads(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// One topic, one queued subscription (the default delivery: its own queue and worker
+/// task), published from two threads at once, each `iters` times; timed until both
+/// threads are done and the worker has handled every event. Each thread drives its
+/// publishes in one `block_on` (a full queue makes `emit` wait, as subscribed). The
+/// worker runs on a one-thread runtime, so publishers and worker share the machine's
+/// cores. Baseline `mpsc_channel`: the same two threads sending events built with a
+/// topic `Arc<str>` of their own into one `tokio::sync::mpsc` channel of the same
+/// capacity, drained by one task that calls the same handler (what a queued
+/// subscription is at least).
+fn queued_on_two_threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("events/queued_on_2_threads");
+    group.throughput(Throughput::Elements(2));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the bench");
+    let count = counter();
+    let capacity = SubscribeOptions::default().capacity;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(capacity);
+    let handler = sync_handler(count);
+    rt.spawn(async move {
+        while let Some(event) = rx.recv().await {
+            handler(event).await;
+        }
+    });
+    let bus = EventBus::new();
+    let _sub = rt
+        .block_on(async { bus.on("user.created", sync_handler(count)) })
+        .expect("valid topic");
+    let tx = &tx;
+    let bus = &bus;
+    let rt = &rt;
+    bench_queued(&mut group, rt, count, "mpsc_channel", |own, i| {
+        let event = Event::new(own.clone(), i);
+        async move { tx.send(event).await.expect("the consumer runs") }
+    });
+    bench_queued(&mut group, rt, count, "emit", |_, i| async move {
+        black_box(bus.emit(black_box("user.created"), i).await);
+    });
+    bench_queued(&mut group, rt, count, "publish", |_, i| async move {
+        black_box(bus.publish(UserCreated(i)).await);
+    });
+    group.finish();
+}
+
+/// One row of [`queued_on_two_threads`]: `send` is one publish, `count` what the
+/// handler counts.
+fn bench_queued<'a, F, Fut>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    count: &AtomicU64,
+    name: &str,
+    send: F,
+) where
+    F: Fn(&std::sync::Arc<str>, u64) -> Fut + Sync + 'a,
+    Fut: Future<Output = ()> + 'a,
+{
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let target = count.load(Ordering::Acquire) + 2 * iters;
+            support::on_two_threads_then(
+                || {
+                    let own: std::sync::Arc<str> = "user.created".into();
+                    rt.block_on(async {
+                        for i in 0..iters {
+                            send(&own, i).await;
+                        }
+                    });
+                },
+                || {
+                    while count.load(Ordering::Acquire) < target {
+                        std::thread::yield_now();
+                    }
+                },
+            )
+        })
+    });
 }
 
 fn config() -> Criterion {

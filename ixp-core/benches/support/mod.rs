@@ -7,6 +7,13 @@ use std::time::{Duration, Instant};
 /// share of the work, so the time per element of one thread is the result over that
 /// share.
 pub fn on_two_threads(run: impl Fn() + Sync) -> Duration {
+    on_two_threads_then(run, || {})
+}
+
+/// [`on_two_threads`], with the wall time running on until `then` (called on this
+/// thread once both are done) returns: for work the threads hand to someone else.
+#[allow(dead_code)] // not every bench binary uses it
+pub fn on_two_threads_then(run: impl Fn() + Sync, then: impl FnOnce()) -> Duration {
     let start = std::sync::Barrier::new(2);
     let run = || {
         start.wait();
@@ -17,6 +24,7 @@ pub fn on_two_threads(run: impl Fn() + Sync) -> Duration {
         let began = Instant::now();
         run();
         other.join().expect("the other thread finished");
+        then();
         began.elapsed()
     })
 }
