@@ -7,9 +7,10 @@
 //! * `GET /health/ready`: 200 once every plugin is running, 503 before (and after stop).
 //! * `GET /plugins`: name, version, description, state and dependencies of each plugin.
 //!
-//! Plugins mount routes and middleware through [`PluginContext::http`]
-//! (crate::PluginContext::http); what a plugin mounted disappears when it stops, and a path
-//! another plugin (or the server) already serves is refused with a [`RouteError`].
+//! Plugins mount routes and middleware through
+//! [`PluginContext::http`](crate::PluginContext::http); what a plugin mounted disappears
+//! when it stops, and a path another plugin (or the server) already serves is refused
+//! with a [`RouteError`].
 //!
 //! Every request publishes `request.started` ([`RequestStarted`]) and
 //! `request.completed` ([`RequestCompleted`]: method, path, status, duration, response
