@@ -19,6 +19,10 @@
 //!   (back-pressure, nothing lost); [`Overflow::DropNewest`] drops the new event for that
 //!   subscription, counts it ([`Subscription::dropped`]) and logs a warning. Nothing is
 //!   ever dropped silently.
+//! * Unsubscribing (dropping the [`Subscription`], [`EventBus::off`], or the host
+//!   stopping the plugin) stops new events at once; the events already in the queue are
+//!   still handled, then the worker ends. A publisher waiting for room in that queue is
+//!   let go: its `emit` returns without counting the removed subscription.
 //! * [`EventBus::emit_and_wait`] calls every matching handler in the caller's task, one
 //!   after the other in subscription order, and returns when all are done, with the
 //!   failures.
@@ -63,7 +67,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
@@ -74,7 +78,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use smallvec::SmallVec;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -512,11 +516,14 @@ struct SubCore {
     handler: Handler,
 }
 
-/// A subscription's queue and worker, started on the first queued event.
+/// A subscription's worker, started on the first queued event, and how to tell it the
+/// subscription was removed.
 #[derive(Default)]
-struct Queue {
-    sender: Option<mpsc::Sender<Event>>,
-    worker: Option<JoinHandle<()>>,
+struct Worker {
+    task: Option<JoinHandle<()>>,
+    /// Fired (or dropped) when the subscription is removed: the worker closes the
+    /// queue to new events and ends once it has handled the queued ones.
+    closing: Option<oneshot::Sender<()>>,
 }
 
 struct Sub {
@@ -526,24 +533,31 @@ struct Sub {
     fired: AtomicBool,
     dropped: AtomicU64,
     /// The subscription was removed: no new events (a queued one's worker drains and
-    /// ends). Set under the queue's lock, so that no worker starts after it; read
-    /// without it on the inline path.
+    /// ends). Set under the worker's lock, so that no worker starts after it; read
+    /// without it by publishers.
     closed: AtomicBool,
-    queue: Mutex<Queue>,
+    /// The queue's sending half, set once with the worker. Publishers send through a
+    /// reference to it: no lock and no count shared between publishing threads (beyond
+    /// the channel's own).
+    sender: OnceLock<mpsc::Sender<Event>>,
+    worker: Mutex<Worker>,
 }
 
 impl Sub {
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_worker(&self) -> std::sync::MutexGuard<'_, Worker> {
+        self.worker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Closes the queue (its worker ends once the queued events are handled); the
     /// worker, to wait for.
     fn close(&self) -> Option<JoinHandle<()>> {
-        let mut queue = self.lock_queue();
+        let mut worker = self.lock_worker();
         self.closed.store(true, Ordering::Release);
-        queue.sender = None;
-        queue.worker.take()
+        if let Some(closing) = worker.closing.take() {
+            // An error means the worker has ended already.
+            let _ = closing.send(());
+        }
+        worker.task.take()
     }
 
     fn is_closed(&self) -> bool {
@@ -1053,7 +1067,8 @@ impl EventBus {
             fired: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            queue: Mutex::new(Queue::default()),
+            sender: OnceLock::new(),
+            worker: Mutex::new(Worker::default()),
         });
         self.inner.update(|table| {
             table.routes.insert(sub.clone());
@@ -1162,7 +1177,7 @@ impl EventBus {
             } else if let Some(sender) = self.queue_of(&route.sub) {
                 match (when_full, route.sub.options.overflow) {
                     (WhenFull::AsSubscribed, Overflow::Wait) => sender.send(this).await.is_ok(),
-                    _ => self.try_queue(&route.sub, &sender, this),
+                    _ => self.try_queue(&route.sub, sender, this),
                 }
             } else {
                 false
@@ -1348,16 +1363,31 @@ impl EventBus {
 
     /// The subscription's queue, started (with its worker) on first use; `None` once the
     /// subscription was removed.
-    fn queue_of(&self, sub: &Arc<Sub>) -> Option<mpsc::Sender<Event>> {
-        let mut queue = sub.lock_queue();
+    #[inline]
+    fn queue_of<'s>(&self, sub: &'s Sub) -> Option<&'s mpsc::Sender<Event>> {
+        if sub.is_closed() {
+            return None;
+        }
+        match sub.sender.get() {
+            Some(sender) => Some(sender),
+            None => self.start_queue(sub),
+        }
+    }
+
+    /// Starts the subscription's queue and worker (unless another publisher just did, or
+    /// the subscription was removed meanwhile).
+    #[cold]
+    fn start_queue<'s>(&self, sub: &'s Sub) -> Option<&'s mpsc::Sender<Event>> {
+        let mut worker = sub.lock_worker();
         // Read under the lock `close` sets it under: no worker starts after a close.
         if sub.is_closed() {
             return None;
         }
-        if let Some(sender) = &queue.sender {
-            return Some(sender.clone());
+        if let Some(sender) = sub.sender.get() {
+            return Some(sender);
         }
-        let (tx, mut rx) = mpsc::channel::<Event>(sub.options.capacity);
+        let (sender, receiver) = mpsc::channel::<Event>(sub.options.capacity);
+        let (closing, closed) = oneshot::channel();
         let core = sub.core.clone();
         let bus = Arc::downgrade(&self.inner);
         let span = tracing::info_span!(
@@ -1365,23 +1395,70 @@ impl EventBus {
             plugin = core.owner.as_deref().unwrap_or("-"),
             pattern = %core.pattern.as_string()
         );
-        // The worker ends once every sender is gone (the subscription was removed) and
-        // the queue is empty.
-        let worker = tokio::spawn(
-            async move {
-                while let Some(event) = rx.recv().await {
-                    let topic = event.topic.clone();
-                    if let Err(message) = run_handler(&core, event).await {
-                        let bus = bus.upgrade();
-                        report_failure(bus.as_ref(), &core, topic.as_str(), &message);
-                    }
+        worker.task = Some(tokio::spawn(
+            drain(receiver, closed, core, bus).instrument(span),
+        ));
+        worker.closing = Some(closing);
+        Some(sub.sender.get_or_init(|| sender))
+    }
+}
+
+/// A queued subscription's worker: handles its events one at a time, in order. Once
+/// the subscription is removed (`closed` fires, or its sender is dropped with the
+/// subscription), even while a handler runs, the queue takes no new events (publishers
+/// waiting for room are let go); the queued ones are still handled, then it ends.
+async fn drain(
+    mut queue: mpsc::Receiver<Event>,
+    mut closed: oneshot::Receiver<()>,
+    core: Arc<SubCore>,
+    bus: Weak<BusInner>,
+) {
+    // `closed` has not fired yet (a fired `oneshot` must not be polled again).
+    let mut open = true;
+    loop {
+        let next = if open {
+            tokio::select! {
+                biased;
+                event = queue.recv() => Some(event),
+                _ = &mut closed => None,
+            }
+        } else {
+            Some(queue.recv().await)
+        };
+        let event = match next {
+            Some(Some(event)) => event,
+            // Closed and drained, or every sender is gone (the subscription was dropped).
+            Some(None) => break,
+            None => {
+                open = false;
+                queue.close();
+                continue;
+            }
+        };
+        let topic = event.topic.clone();
+        let handling = run_handler(&core, event);
+        let outcome = if open {
+            let mut handling = std::pin::pin!(handling);
+            let outcome = tokio::select! {
+                biased;
+                outcome = &mut handling => Some(outcome),
+                _ = &mut closed => None,
+            };
+            match outcome {
+                Some(outcome) => outcome,
+                None => {
+                    open = false;
+                    queue.close();
+                    handling.await
                 }
             }
-            .instrument(span),
-        );
-        queue.worker = Some(worker);
-        queue.sender = Some(tx.clone());
-        Some(tx)
+        } else {
+            handling.await
+        };
+        if let Err(message) = outcome {
+            let bus = bus.upgrade();
+            report_failure(bus.as_ref(), &core, topic.as_str(), &message);
+        }
     }
 }
 

@@ -257,6 +257,67 @@ async fn a_slow_subscriber_with_wait_applies_back_pressure_and_loses_nothing() {
     assert_eq!(handled.load(Ordering::SeqCst), 9);
 }
 
+/// A queued subscription that is removed handles what was queued before, takes
+/// nothing after, and its worker ends; a publisher waiting for room in its full queue
+/// is let go (the event is not delivered) instead of waiting for a subscriber that is
+/// gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_queued_subscription_drains_what_it_took_and_lets_waiting_publishers_go() {
+    let bus = EventBus::new();
+    let scoped = bus.scoped("leaving-plugin");
+    let gate = Arc::new(Semaphore::new(0));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (g, h) = (gate.clone(), handled.clone());
+    let options = SubscribeOptions {
+        capacity: 2,
+        overflow: Overflow::Wait,
+        ..SubscribeOptions::default()
+    };
+    scoped
+        .on_with("slow", options, move |_| {
+            let (g, h) = (g.clone(), h.clone());
+            async move {
+                g.acquire().await.expect("open").forget();
+                h.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .expect("valid")
+        .detach();
+    // One event in the handler, two in the queue; the fourth publisher waits.
+    for _ in 0..3 {
+        assert_eq!(bus.emit("slow", ()).await, 1);
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let waiting = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.emit("slow", ()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "the fourth emit waits for room");
+
+    let workers = bus.remove_owner("leaving-plugin");
+    assert_eq!(workers.len(), 1, "the subscription's worker");
+    let waited = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting publisher is let go")
+        .expect("publisher");
+    assert_eq!(waited, 0, "not delivered to a removed subscription");
+    assert_eq!(bus.emit("slow", ()).await, 0);
+
+    gate.add_permits(100);
+    for worker in workers {
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .expect("the worker ends once its queue is drained")
+            .expect("worker");
+    }
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        3,
+        "what was queued is handled"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_with_drop_newest_counts_its_drops() {
     let bus = EventBus::new();
