@@ -19,10 +19,11 @@
 //!   (back-pressure, nothing lost); [`Overflow::DropNewest`] drops the new event for that
 //!   subscription, counts it ([`Subscription::dropped`]) and logs a warning. Nothing is
 //!   ever dropped silently.
-//! * Unsubscribing (dropping the [`Subscription`], [`EventBus::off`], or the host
-//!   stopping the plugin) stops new events at once; the events already in the queue are
-//!   still handled, then the worker ends. A publisher waiting for room in that queue is
-//!   let go: its `emit` returns without counting the removed subscription.
+//! * After unsubscribing (dropping the [`Subscription`], [`EventBus::off`], or the host
+//!   stopping the plugin) no `emit` that starts reaches the subscription; the events
+//!   already in its queue are still handled, then its worker ends. A publisher waiting
+//!   for room in that queue is let go (at the latest when the running handler returns):
+//!   its `emit` returns without counting the removed subscription.
 //! * [`EventBus::emit_and_wait`] calls every matching handler in the caller's task, one
 //!   after the other in subscription order, and returns when all are done, with the
 //!   failures.
@@ -1183,6 +1184,11 @@ impl EventBus {
                 false
             };
             handed += usize::from(delivered);
+            if route.once {
+                // Done: a queued one's worker handles this event and ends, instead of
+                // idling until the `Subscription` is dropped.
+                drop(route.sub.close());
+            }
         }
         handed
     }
@@ -1405,8 +1411,9 @@ impl EventBus {
 
 /// A queued subscription's worker: handles its events one at a time, in order. Once
 /// the subscription is removed (`closed` fires, or its sender is dropped with the
-/// subscription), even while a handler runs, the queue takes no new events (publishers
-/// waiting for room are let go); the queued ones are still handled, then it ends.
+/// subscription), the queue takes no new events (publishers waiting for room are let
+/// go); the queued ones are still handled, then it ends. The removal is seen before the
+/// next event, and during a handler that waits (a synchronous one is not interrupted).
 async fn drain(
     mut queue: mpsc::Receiver<Event>,
     mut closed: oneshot::Receiver<()>,
@@ -1417,10 +1424,12 @@ async fn drain(
     let mut open = true;
     loop {
         let next = if open {
+            // `closed` first: with events queued, `recv` is always ready, and a removal
+            // must still be seen before the next one (publishers waiting for room let go).
             tokio::select! {
                 biased;
-                event = queue.recv() => Some(event),
                 _ = &mut closed => None,
+                event = queue.recv() => Some(event),
             }
         } else {
             Some(queue.recv().await)

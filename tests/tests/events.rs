@@ -318,6 +318,98 @@ async fn a_removed_queued_subscription_drains_what_it_took_and_lets_waiting_publ
     );
 }
 
+/// The same with a synchronous handler, which the removal does not interrupt: the
+/// waiting publisher is let go once the running handler returns, before the queued
+/// events are handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_waiting_on_a_removed_synchronous_subscription_is_let_go_after_its_handler() {
+    let bus = EventBus::new();
+    // Each handler call blocks its worker thread until the test sends a token (or 10 s
+    // pass, so that a failing test cannot leave it blocked for good).
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = handled.clone();
+    let options = SubscribeOptions {
+        capacity: 2,
+        overflow: Overflow::Wait,
+        ..SubscribeOptions::default()
+    };
+    let sub = bus
+        .on_with("slow", options, move |_| {
+            let gate = gate.lock().expect("gate");
+            gate.recv_timeout(Duration::from_secs(10)).ok();
+            h.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(())
+        })
+        .expect("valid");
+    for _ in 0..3 {
+        assert_eq!(bus.emit("slow", ()).await, 1);
+    }
+    // On a thread of its own: a task woken by the worker would wait in that worker
+    // thread's own run slot, which the next (blocking) handler call holds.
+    let waiting = std::thread::spawn({
+        let (bus, runtime) = (bus.clone(), tokio::runtime::Handle::current());
+        move || runtime.block_on(bus.emit("slow", ()))
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "the fourth emit waits for room");
+    drop(sub);
+    // Lets the running handler return; the worker then sees the removal first.
+    go.send(()).expect("the gate is open");
+    for _ in 0..1000 {
+        if waiting.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(waiting.is_finished(), "the waiting publisher is let go");
+    let waited = waiting.join().expect("publisher");
+    assert_eq!(waited, 0, "not delivered to a removed subscription");
+    // The two queued events are still handled.
+    for _ in 0..2 {
+        go.send(()).expect("the gate is open");
+    }
+    for _ in 0..200 {
+        if handled.load(Ordering::SeqCst) == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 3);
+}
+
+/// A queued `once` subscription's worker ends after its one event, while its
+/// `Subscription` is still held.
+#[tokio::test]
+async fn a_queued_once_subscription_s_worker_ends_after_its_event() {
+    let bus = EventBus::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sub = bus
+        .once("t", move |_| {
+            tx.send(()).ok();
+            std::future::ready(())
+        })
+        .expect("valid");
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    assert_eq!(tasks(), 0);
+    assert_eq!(bus.emit("t", ()).await, 1);
+    assert_eq!(bus.emit("t", ()).await, 0);
+    rx.recv().await.expect("handled once");
+    for _ in 0..200 {
+        if tasks() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(tasks(), 0, "the worker ended");
+    assert!(!sub.is_active());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_with_drop_newest_counts_its_drops() {
     let bus = EventBus::new();
