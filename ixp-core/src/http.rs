@@ -422,23 +422,32 @@ impl HttpRoutes {
 
     /// The same as [`app`](Self::app) as a bare service (what [`IxpServer::serve`]
     /// serves: no outer router to pass through).
-    fn service(&self, events: EventBus) -> Dynamic {
-        Dynamic {
+    fn service(&self, events: EventBus) -> IxpService {
+        IxpService {
             routes: self.clone(),
             events,
         }
     }
 }
 
-/// The service every request goes through: request events and panic handling around
-/// the current router (one layer, no middleware stack).
+/// The service every request goes through ([`IxpServer::service`]): request events
+/// and panic handling around the current routes (one layer, no middleware stack), which
+/// follow every mount and unmount. Cheap to clone.
 #[derive(Clone)]
-struct Dynamic {
+pub struct IxpService {
     routes: HttpRoutes,
     events: EventBus,
 }
 
-impl tower_service::Service<Request> for Dynamic {
+impl std::fmt::Debug for IxpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IxpService")
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl tower_service::Service<Request> for IxpService {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
@@ -708,6 +717,32 @@ impl IxpServer {
         self.host.http().app(self.host.events().clone())
     }
 
+    /// The application as the service [`serve`](Self::serve) serves: for serving it
+    /// over a transport of your own (with `axum::serve` on another listener, or
+    /// `hyper` directly). Unlike [`router`](Self::router) it has no outer router.
+    /// Starting and stopping the plugins stays with you ([`start`](Self::start),
+    /// [`stop`](Self::stop)).
+    ///
+    /// ```
+    /// use axum::body::Body;
+    /// use axum::http::{Request, StatusCode};
+    /// use ixp_core::http::IxpServer;
+    /// use tower_service::Service;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = IxpServer::builder().catalog(ixp_core::Catalog::new()).build()?;
+    /// server.start().await?;
+    /// let mut service = server.service();
+    /// let request = Request::get("/health/live").body(Body::empty())?;
+    /// let response = service.call(request).await?;
+    /// assert_eq!(response.status(), StatusCode::OK);
+    /// server.stop().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn service(&self) -> IxpService {
+        self.host.http().service(self.host.events().clone())
+    }
+
     /// Initializes and starts the plugins.
     pub async fn start(&self) -> Result<(), HostError> {
         self.host.launch().await
@@ -748,7 +783,7 @@ impl IxpServer {
             }
             let _ = signalled_tx.send(());
         };
-        let app = self.host.http().service(self.host.events().clone());
+        let app = self.service();
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "listening");
         }
