@@ -1109,6 +1109,14 @@ impl EventBus {
         self.inner.snapshot().has_subscribers(topic)
     }
 
+    /// [`has_subscribers`](Self::has_subscribers) for several topics, from one look at
+    /// the routes (the HTTP front asks for both request events on every request).
+    #[cfg(feature = "http")]
+    pub(crate) fn have_subscribers<const N: usize>(&self, topics: [&str; N]) -> [bool; N] {
+        let routes = self.inner.snapshot();
+        topics.map(|topic| routes.has_subscribers(topic))
+    }
+
     /// Emits an event without waiting for handlers (see the module docs for ordering
     /// and back-pressure). Returns how many subscriptions it was queued for (or handed
     /// to, for inline ones).

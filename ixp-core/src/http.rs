@@ -424,8 +424,10 @@ impl HttpRoutes {
     /// serves: no outer router to pass through).
     fn service(&self, events: EventBus) -> IxpService {
         IxpService {
-            routes: self.clone(),
-            events,
+            shared: Arc::new(ServiceShared {
+                routes: self.clone(),
+                events,
+            }),
         }
     }
 }
@@ -435,6 +437,11 @@ impl HttpRoutes {
 /// follow every mount and unmount. Cheap to clone.
 #[derive(Clone)]
 pub struct IxpService {
+    /// What every request reads, behind one reference count (one increment per request).
+    shared: Arc<ServiceShared>,
+}
+
+struct ServiceShared {
     routes: HttpRoutes,
     events: EventBus,
 }
@@ -442,7 +449,7 @@ pub struct IxpService {
 impl std::fmt::Debug for IxpService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IxpService")
-            .field("routes", &self.routes)
+            .field("routes", &self.shared.routes)
             .finish_non_exhaustive()
     }
 }
@@ -457,24 +464,35 @@ impl tower_service::Service<Request> for IxpService {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let router = self.routes.current();
-        let events = self.events.clone();
-        request_events(events, request, router).map(Ok).boxed()
+        let router = self.shared.routes.current();
+        request_events(self.shared.clone(), request, router)
+            .map(Ok)
+            .boxed()
     }
 }
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
-async fn request_events(events: EventBus, request: Request, mut router: Router) -> Response {
-    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+async fn request_events(
+    shared: Arc<ServiceShared>,
+    request: Request,
+    mut router: Router,
+) -> Response {
+    let events = &shared.events;
     let method = request.method().clone();
     let uri = request.uri().clone();
     // Events nobody receives are not built (a request then costs no allocation here,
-    // nor a clock read); whether anyone listens is decided as the request starts.
-    let started = events
-        .has_subscribers(RequestCompleted::TOPIC)
-        .then(Instant::now);
-    if events.has_subscribers(RequestStarted::TOPIC) {
+    // nor a clock read, nor a request number: the counter is shared by every thread);
+    // whether anyone listens is decided as the request starts.
+    let [on_started, on_completed] =
+        events.have_subscribers([RequestStarted::TOPIC, RequestCompleted::TOPIC]);
+    let id = if on_started || on_completed {
+        REQUEST_IDS.fetch_add(1, Ordering::Relaxed)
+    } else {
+        0
+    };
+    let started = on_completed.then(Instant::now);
+    if on_started {
         let started = RequestStarted {
             id,
             method: method.as_str().to_owned(),
