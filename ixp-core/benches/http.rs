@@ -15,10 +15,11 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -129,15 +130,9 @@ fn http(c: &mut Criterion) {
     rt.block_on(server.stop()).expect("the plugin stops");
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config();
     targets = http
 }
 criterion_main!(benches);

@@ -211,17 +211,22 @@ async fn a_failing_or_panicking_handler_disturbs_nobody_and_is_published_as_erro
     assert_eq!(errors.iter().filter(|e| e.message == "no luck").count(), 3);
 }
 
+/// Options of a queued subscription with a queue of `capacity` and `overflow`.
+fn bounded(capacity: usize, overflow: Overflow) -> SubscribeOptions {
+    SubscribeOptions {
+        capacity,
+        overflow,
+        ..SubscribeOptions::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_with_wait_applies_back_pressure_and_loses_nothing() {
     let bus = EventBus::new();
     let gate = Arc::new(Semaphore::new(0));
     let handled = Arc::new(AtomicUsize::new(0));
     let (g, h) = (gate.clone(), handled.clone());
-    let options = SubscribeOptions {
-        capacity: 2,
-        overflow: Overflow::Wait,
-        ..SubscribeOptions::default()
-    };
+    let options = bounded(2, Overflow::Wait);
     let _sub = bus
         .on_with("slow", options, move |_| {
             let (g, h) = (g.clone(), h.clone());
@@ -268,11 +273,7 @@ async fn a_removed_queued_subscription_drains_what_it_took_and_lets_waiting_publ
     let gate = Arc::new(Semaphore::new(0));
     let handled = Arc::new(AtomicUsize::new(0));
     let (g, h) = (gate.clone(), handled.clone());
-    let options = SubscribeOptions {
-        capacity: 2,
-        overflow: Overflow::Wait,
-        ..SubscribeOptions::default()
-    };
+    let options = bounded(2, Overflow::Wait);
     scoped
         .on_with("slow", options, move |_| {
             let (g, h) = (g.clone(), h.clone());
@@ -330,11 +331,7 @@ async fn a_publisher_waiting_on_a_removed_synchronous_subscription_is_let_go_aft
     let gate = Arc::new(std::sync::Mutex::new(gate));
     let handled = Arc::new(AtomicUsize::new(0));
     let h = handled.clone();
-    let options = SubscribeOptions {
-        capacity: 2,
-        overflow: Overflow::Wait,
-        ..SubscribeOptions::default()
-    };
+    let options = bounded(2, Overflow::Wait);
     let sub = bus
         .on_with("slow", options, move |_| {
             let gate = gate.lock().expect("gate");
@@ -415,11 +412,7 @@ async fn a_slow_subscriber_with_drop_newest_counts_its_drops() {
     let bus = EventBus::new();
     let gate = Arc::new(Semaphore::new(0));
     let g = gate.clone();
-    let options = SubscribeOptions {
-        capacity: 1,
-        overflow: Overflow::DropNewest,
-        ..SubscribeOptions::default()
-    };
+    let options = bounded(1, Overflow::DropNewest);
     let sub = bus
         .on_with("burst", options, move |_| {
             let g = g.clone();
