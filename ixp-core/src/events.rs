@@ -6,6 +6,12 @@
 //! `*` for exactly one segment (`order.*` matches `order.paid`, not `order.paid.late`),
 //! or ends in `**` for one or more segments (`order.**`); `**` alone matches every topic.
 //!
+//! The name of a topic with an exact subscription is interned: kept once for the life of
+//! the process (up to 64 KiB of distinct names in all; later ones are reference-counted
+//! instead), so that its events carry a `&'static str` that threads publishing at once
+//! do not contend over. Topics are meant to be a fixed vocabulary; a program that
+//! subscribes to ever new topic names (one per user, say) fills that allowance once.
+//!
 //! # Delivery, ordering and slow subscribers
 //!
 //! * [`EventBus::emit`] is fire and forget: it hands the event to each matching
@@ -225,9 +231,8 @@ impl Event {
 }
 
 /// An event's topic (or source): a `&'static str` when its publisher named it with one
-/// (typed events, [`EventBus::publish`]; [`EventBus::scoped_static`]), else an
-/// `Arc<str>`: for `emit` on a subscribed topic, the key of its route, shared by every
-/// event on the topic. A static name costs no reference count: threads that publish on
+/// (typed events, [`EventBus::publish`]; [`EventBus::scoped_static`]) or when the topic
+/// has an exact route (its key, the interned name: [`intern`]), else an `Arc<str>`. A static name costs no reference count: threads that publish on
 /// one topic at once do not fight over the count's cache line
 /// (`events/emit_on_2_threads` bench).
 #[derive(Clone)]
@@ -249,6 +254,78 @@ impl Name {
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+// A `Name` is its string: hashed and compared as one, so that a map keyed by `Name` is
+// looked up with a `&str`.
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// How many bytes of topic names [`intern`] keeps at most, process-wide.
+const INTERNED_BYTES: usize = 64 * 1024;
+
+/// The topic names interned so far.
+static INTERNED: std::sync::LazyLock<Mutex<Interner>> =
+    std::sync::LazyLock::new(|| Mutex::new(Interner::new(INTERNED_BYTES)));
+
+/// The `&'static str` of `topic` (the same for every bus): the key of an exact route,
+/// so that events on a subscribed topic carry it without a reference count shared by
+/// every publishing thread. Each distinct name is kept for the life of the process, up
+/// to [`INTERNED_BYTES`] in all; past that `None` (the route keeps an `Arc<str>`).
+/// Called when a bus gets its first subscription to a topic, never per event.
+fn intern(topic: &str) -> Option<&'static str> {
+    INTERNED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .intern(topic)
+}
+
+/// Names kept for the life of the process, up to a total length.
+struct Interner {
+    names: std::collections::HashSet<&'static str, foldhash::fast::RandomState>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Interner {
+    fn new(limit: usize) -> Self {
+        Self {
+            names: Default::default(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// The kept copy of `name`, kept now if there is room.
+    fn intern(&mut self, name: &str) -> Option<&'static str> {
+        if let Some(kept) = self.names.get(name) {
+            return Some(kept);
+        }
+        if self.bytes + name.len() > self.limit {
+            return None;
+        }
+        let kept: &'static str = Box::leak(name.into());
+        self.names.insert(kept);
+        self.bytes += kept.len();
+        Some(kept)
     }
 }
 
@@ -601,7 +678,8 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Every list is in subscription order (ascending id).
 #[derive(Default, Clone)]
 struct Routes {
-    exact: FastMap<Arc<str>, RouteList>,
+    /// Keyed by the topic's interned name where it could be interned ([`intern`]).
+    exact: FastMap<Name, RouteList>,
     /// Wildcard patterns whose first segment is a literal, by that literal.
     wild_by_first: FastMap<Box<str>, RouteList>,
     /// Wildcard patterns that start with `*` or `**`.
@@ -617,14 +695,15 @@ impl Routes {
         }
     }
 
-    /// The exact subscriptions of `topic`, and the topic as an `Arc<str>`: the key of
-    /// its route when there is one (no allocation), else a new one. One lookup.
+    /// The exact subscriptions of `topic`, and the topic's name for its events: the key
+    /// of its route when there is one (no allocation; an interned `&'static str` as a
+    /// rule), else a new `Arc<str>`. One lookup.
     /// (`#[inline(always)]` here measured slower: 67 -> 71 ns for one handler.)
     #[inline]
-    fn exact_route(&self, topic: &str) -> (Arc<str>, &[Route]) {
+    fn exact_route(&self, topic: &str) -> (Name, &[Route]) {
         match self.exact.get_key_value(topic) {
             Some((key, routes)) => (key.clone(), routes),
-            None => (topic.into(), &[]),
+            None => (Name::Shared(topic.into()), &[]),
         }
     }
 
@@ -675,7 +754,16 @@ impl Routes {
 
     fn list_of(&mut self, pattern: &Pattern) -> &mut RouteList {
         match pattern {
-            Pattern::Exact(topic) => self.exact.entry(topic.clone()).or_default(),
+            Pattern::Exact(topic) => {
+                if !self.exact.contains_key(&**topic) {
+                    let key =
+                        intern(topic).map_or_else(|| Name::Shared(topic.clone()), Name::Static);
+                    self.exact.insert(key, RouteList::new());
+                }
+                // Finds the entry just made (or the one there was): the key passed is
+                // dropped.
+                self.exact.entry(Name::Shared(topic.clone())).or_default()
+            }
             Pattern::Wild(segments) => match segments.first() {
                 Some(Segment::Literal(first)) => {
                     self.wild_by_first.entry(first.as_str().into()).or_default()
@@ -696,7 +784,7 @@ impl Routes {
         if list.is_empty() {
             match pattern {
                 Pattern::Exact(topic) => {
-                    self.exact.remove(topic);
+                    self.exact.remove(&**topic);
                 }
                 Pattern::Wild(segments) => {
                     if let Some(Segment::Literal(first)) = segments.first() {
@@ -1123,7 +1211,7 @@ impl EventBus {
     pub async fn emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
         let routes = self.inner.snapshot();
         let (key, exact) = routes.exact_route(topic);
-        let event = self.event(Name::Shared(key), payload);
+        let event = self.event(key, payload);
         self.hand_over(&routes, exact, topic, event, WhenFull::AsSubscribed)
             .await
     }
@@ -1148,7 +1236,7 @@ impl EventBus {
     pub fn try_emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
         let routes = self.inner.snapshot();
         let (key, exact) = routes.exact_route(topic);
-        let event = self.event(Name::Shared(key), payload);
+        let event = self.event(key, payload);
         // With `WhenFull::Drop` nothing in `hand_over` waits: done in its first poll.
         self.hand_over(&routes, exact, topic, event, WhenFull::Drop)
             .now_or_never()
@@ -1208,7 +1296,7 @@ impl EventBus {
         let (key, exact) = routes.exact_route(topic);
         // The last handler gets the event itself, the others a clone. Built in its
         // `Option` at once (moving it in was read back in wider loads than written).
-        let mut event = Some(self.event(Name::Shared(key), payload));
+        let mut event = Some(self.event(key, payload));
         if let Some(event) = &event {
             routes.tap(event);
         }
@@ -1251,8 +1339,9 @@ impl EventBus {
     /// Publishes a typed event on its topic (fire and forget).
     ///
     /// The same as [`emit`](Self::emit) on `E::TOPIC`, except that the event names its
-    /// topic with that `&'static str`: no reference count shared by every event on the
-    /// topic, which threads publishing at once would contend for.
+    /// topic with that `&'static str` whether or not the topic has an exact route: no
+    /// reference count shared by every event on the topic, which threads publishing at
+    /// once would contend for.
     pub async fn publish<E: TypedEvent>(&self, event: E) -> usize {
         // `emit`, with the topic's static name in the event instead of the route's key.
         let routes = self.inner.snapshot();
@@ -1589,6 +1678,40 @@ mod tests {
             }
         }));
         assert_eq!(report.handled, 0);
+    }
+
+    /// The events of a subscribed exact topic carry its interned `&'static str`, one
+    /// per name across buses; a name that was not subscribed gets an `Arc<str>`.
+    #[test]
+    fn an_exact_route_names_its_events_with_the_interned_topic() {
+        let (one, other) = (EventBus::new(), EventBus::new());
+        let _a = one.on("interned.topic", |_| std::future::ready(()));
+        let _b = other.on("interned.topic", |_| std::future::ready(()));
+        let name = |bus: &EventBus, topic: &str| bus.inner.snapshot().exact_route(topic).0;
+        let (Name::Static(a), Name::Static(b)) =
+            (name(&one, "interned.topic"), name(&other, "interned.topic"))
+        else {
+            panic!("a subscribed topic's route is keyed by its interned name");
+        };
+        assert!(std::ptr::eq(a, b), "one interned copy per name");
+        assert!(matches!(name(&one, "not.subscribed"), Name::Shared(_)));
+    }
+
+    /// Interning stops at its limit: names already kept are still found, new ones are
+    /// not kept.
+    #[test]
+    fn interning_is_bounded() {
+        let mut interner = Interner::new(12);
+        let kept = interner.intern("a.b").expect("room");
+        assert!(std::ptr::eq(interner.intern("a.b").expect("kept"), kept));
+        assert!(interner.intern("c.d.e.f").is_some());
+        assert!(interner.intern("g.h.i").is_none(), "3 + 7 + 5 bytes > 12");
+        assert!(interner.intern("gh").is_some(), "3 + 7 + 2 bytes = 12");
+        assert!(interner.intern("i").is_none(), "full");
+        assert!(std::ptr::eq(
+            interner.intern("a.b").expect("still kept"),
+            kept
+        ));
     }
 
     #[test]
