@@ -7,7 +7,7 @@
 //! or ends in `**` for one or more segments (`order.**`); `**` alone matches every topic.
 //!
 //! The name of a topic with an exact subscription is interned: kept once for the life of
-//! the process (up to 64 KiB of distinct names in all; later ones are reference-counted
+//! the process (up to 256 KiB of distinct names in all; later ones are reference-counted
 //! instead), so that its events carry a `&'static str` that threads publishing at once
 //! do not contend over. Topics are meant to be a fixed vocabulary; a program that
 //! subscribes to ever new topic names (one per user, say) fills that allowance once.
@@ -232,9 +232,9 @@ impl Event {
 
 /// An event's topic (or source): a `&'static str` when its publisher named it with one
 /// (typed events, [`EventBus::publish`]; [`EventBus::scoped_static`]) or when the topic
-/// has an exact route (its key, the interned name: [`intern`]), else an `Arc<str>`. A static name costs no reference count: threads that publish on
-/// one topic at once do not fight over the count's cache line
-/// (`events/emit_on_2_threads` bench).
+/// has an exact route (its key, the interned name: [`intern`]), else an `Arc<str>`. A
+/// static name costs no reference count: threads that publish on one topic at once do
+/// not fight over the count's cache line (`events/emit_on_2_threads` bench).
 #[derive(Clone)]
 enum Name {
     Static(&'static str),
@@ -280,7 +280,7 @@ impl std::borrow::Borrow<str> for Name {
 }
 
 /// How many bytes of topic names [`intern`] keeps at most, process-wide.
-const INTERNED_BYTES: usize = 64 * 1024;
+const INTERNED_BYTES: usize = 256 * 1024;
 
 /// The topic names interned so far.
 static INTERNED: std::sync::LazyLock<Mutex<Interner>> =
@@ -754,6 +754,8 @@ impl Routes {
 
     fn list_of(&mut self, pattern: &Pattern) -> &mut RouteList {
         match pattern {
+            // A topic new to this bus: its key is its interned name (once per bus and
+            // topic, so the global lock is taken when the routes change, not per event).
             Pattern::Exact(topic) => {
                 if !self.exact.contains_key(&**topic) {
                     let key =
@@ -777,21 +779,39 @@ impl Routes {
         self.list_of(&sub.core.pattern).push(Route::new(sub));
     }
 
+    /// Removes `sub`'s route, and its topic's (or first segment's) entry once empty.
+    /// Looks the entry up without making one (nor interning its name again): it may be
+    /// gone already (a fired `once`, then its `Subscription` dropped).
     fn remove(&mut self, sub: &Sub) {
-        let pattern = &sub.core.pattern;
-        let list = self.list_of(pattern);
-        list.retain(|route| route.sub.id != sub.id);
-        if list.is_empty() {
-            match pattern {
-                Pattern::Exact(topic) => {
+        fn without(list: &mut RouteList, sub: &Sub) -> bool {
+            list.retain(|route| route.sub.id != sub.id);
+            list.is_empty()
+        }
+        match &sub.core.pattern {
+            Pattern::Exact(topic) => {
+                if self
+                    .exact
+                    .get_mut(&**topic)
+                    .is_some_and(|l| without(l, sub))
+                {
                     self.exact.remove(&**topic);
                 }
-                Pattern::Wild(segments) => {
-                    if let Some(Segment::Literal(first)) = segments.first() {
-                        self.wild_by_first.remove(first.as_str());
+            }
+            Pattern::Wild(segments) => match segments.first() {
+                Some(Segment::Literal(first)) => {
+                    let first = first.as_str();
+                    if self
+                        .wild_by_first
+                        .get_mut(first)
+                        .is_some_and(|l| without(l, sub))
+                    {
+                        self.wild_by_first.remove(first);
                     }
                 }
-            }
+                _ => {
+                    without(&mut self.wild_any, sub);
+                }
+            },
         }
     }
 }

@@ -289,10 +289,16 @@ async fn a_removed_queued_subscription_drains_what_it_took_and_lets_waiting_publ
         assert_eq!(bus.emit("slow", ()).await, 1);
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Arc::new(tokio::sync::Notify::new());
     let waiting = tokio::spawn({
-        let bus = bus.clone();
-        async move { bus.emit("slow", ()).await }
+        let (bus, started) = (bus.clone(), started.clone());
+        async move {
+            started.notify_one();
+            bus.emit("slow", ()).await
+        }
     });
+    // The publisher runs, then has time to reach the full queue.
+    started.notified().await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!waiting.is_finished(), "the fourth emit waits for room");
 
