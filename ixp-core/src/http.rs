@@ -122,7 +122,8 @@ pub enum RouteError {
 /// The payload of `request.started`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestStarted {
-    /// Request number, unique within the process.
+    /// Request number, unique within the process. Only requests that publish request
+    /// events are numbered, so the numbers skip those served while nobody subscribed.
     pub id: u64,
     /// HTTP method.
     pub method: String,
