@@ -752,31 +752,29 @@ impl Routes {
             .map(|route| &route.sub)
     }
 
-    fn list_of(&mut self, pattern: &Pattern) -> &mut RouteList {
-        match pattern {
-            // A topic new to this bus: its key is its interned name (once per bus and
-            // topic, so the global lock is taken when the routes change, not per event).
-            Pattern::Exact(topic) => {
-                if !self.exact.contains_key(&**topic) {
+    /// Adds `sub`'s route at the end of its topic's (or first segment's) list. A topic
+    /// new to this bus is keyed by its interned name: the global lock is taken when the
+    /// routes change, once per bus and topic, never per event.
+    fn insert(&mut self, sub: Arc<Sub>) {
+        let route = Route::new(sub);
+        match &route.sub.core.pattern {
+            Pattern::Exact(topic) => match self.exact.get_mut(&**topic) {
+                Some(list) => list.push(route),
+                None => {
                     let key =
                         intern(topic).map_or_else(|| Name::Shared(topic.clone()), Name::Static);
-                    self.exact.insert(key, RouteList::new());
+                    self.exact.insert(key, smallvec::smallvec![route]);
                 }
-                // Finds the entry just made (or the one there was): the key passed is
-                // dropped.
-                self.exact.entry(Name::Shared(topic.clone())).or_default()
-            }
+            },
             Pattern::Wild(segments) => match segments.first() {
-                Some(Segment::Literal(first)) => {
-                    self.wild_by_first.entry(first.as_str().into()).or_default()
-                }
-                _ => &mut self.wild_any,
+                Some(Segment::Literal(first)) => self
+                    .wild_by_first
+                    .entry(first.as_str().into())
+                    .or_default()
+                    .push(route),
+                _ => self.wild_any.push(route),
             },
         }
-    }
-
-    fn insert(&mut self, sub: Arc<Sub>) {
-        self.list_of(&sub.core.pattern).push(Route::new(sub));
     }
 
     /// Removes `sub`'s route, and its topic's (or first segment's) entry once empty.
