@@ -9,6 +9,8 @@
 //! * `direct_call_new_event`: the same with an event built per call (one allocation
 //!   for the payload, as on every publish of a new value).
 //! * `emit_and_wait`: the bus's inline path (handlers run in the caller's task).
+//! * `publisher_emit_and_wait`: the same through a `Publisher` per topic, which keeps
+//!   its topic's routes between events (no look-up, no guard on the routing table).
 //! * `emit_inline_delivery`: `emit` to subscriptions made with `Delivery::Inline`
 //!   (synchronous handlers called by `emit` itself, no queue); sync scenarios only.
 //! * `emit`, `try_emit`: the queued path (one queue and one worker task per
@@ -39,7 +41,9 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use futures::FutureExt;
-use ixp_core::events::{Delivery, Event, EventBus, SubscribeOptions, Subscription, TypedEvent};
+use ixp_core::events::{
+    Delivery, Event, EventBus, Publisher, SubscribeOptions, Subscription, TypedEvent,
+};
 use tokio::runtime::Runtime;
 use tokio::sync::broadcast;
 
@@ -257,6 +261,28 @@ fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
         });
     }
 
+    // The inline path through a `Publisher` per topic (made, and its routes looked up,
+    // before the clock starts).
+    {
+        let mut state = None;
+        group.bench_function("publisher_emit_and_wait", |b| {
+            let (bus, _subs) =
+                state.get_or_insert_with(|| scenario.setup(rt, counter(), Delivery::Queued));
+            b.to_async(rt).iter_custom(|iters| {
+                let bus = &*bus;
+                async move {
+                    let mut publishers = ready_publishers(bus, topics);
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        let publisher = &mut publishers[i as usize % n_topics];
+                        black_box(publisher.emit_and_wait(i).await);
+                    }
+                    start.elapsed()
+                }
+            })
+        });
+    }
+
     // The queued paths.
     for path in ["emit", "try_emit"] {
         let count = counter();
@@ -341,10 +367,34 @@ fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
     group.finish();
 }
 
+/// A publisher per topic, its routes already looked up.
+fn ready_publishers(bus: &EventBus, topics: &[String]) -> Vec<Publisher> {
+    topics
+        .iter()
+        .map(|topic| {
+            let mut publisher = bus.publisher(topic.as_str());
+            assert!(publisher.has_subscribers(), "{topic} has subscribers");
+            publisher
+        })
+        .collect()
+}
+
 /// The order topics are published in by the `routing` rows: a stride through them, so
 /// that consecutive events hit unrelated topics (and unrelated memory).
 fn spread(i: u64, topics: usize) -> usize {
     (i as usize).wrapping_mul(7919) % topics
+}
+
+/// A bus with one synchronous subscription on each of `topics` topics, and their names.
+fn routing_bus(topics: usize) -> (EventBus, Vec<String>, Vec<Subscription>) {
+    let bus = EventBus::new();
+    let count = counter();
+    let names: Vec<String> = (0..topics).map(|i| format!("topic{i}.event")).collect();
+    let subs = names
+        .iter()
+        .map(|t| bus.on(t, sync_handler(count)).expect("valid topic"))
+        .collect();
+    (bus, names, subs)
 }
 
 /// How the inline path's cost changes with the number of topics and of (non-matching)
@@ -398,17 +448,7 @@ fn routing(c: &mut Criterion, rt: &Runtime) {
             BenchmarkId::new("emit_and_wait/topics", topics),
             &topics,
             |b, &topics| {
-                let (bus, names, _subs) = state.get_or_insert_with(|| {
-                    let bus = EventBus::new();
-                    let count = counter();
-                    let names: Vec<String> =
-                        (0..topics).map(|i| format!("topic{i}.event")).collect();
-                    let subs: Vec<Subscription> = names
-                        .iter()
-                        .map(|t| bus.on(t, sync_handler(count)).expect("valid topic"))
-                        .collect();
-                    (bus, names, subs)
-                });
+                let (bus, names, _subs) = state.get_or_insert_with(|| routing_bus(topics));
                 b.to_async(rt).iter_custom(|iters| {
                     let bus = &*bus;
                     let names = &*names;
@@ -417,6 +457,29 @@ fn routing(c: &mut Criterion, rt: &Runtime) {
                         for i in 0..iters {
                             let topic = &names[spread(i, topics)];
                             black_box(bus.emit_and_wait(topic, i).await);
+                        }
+                        start.elapsed()
+                    }
+                })
+            },
+        );
+    }
+    for topics in [1usize, 100, 10_000] {
+        let mut state = None;
+        group.bench_with_input(
+            BenchmarkId::new("publisher_emit_and_wait/topics", topics),
+            &topics,
+            |b, &topics| {
+                let (bus, names, _subs) = state.get_or_insert_with(|| routing_bus(topics));
+                b.to_async(rt).iter_custom(|iters| {
+                    let bus = &*bus;
+                    let names = &*names;
+                    async move {
+                        let mut publishers = ready_publishers(bus, names);
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            let publisher = &mut publishers[spread(i, topics)];
+                            black_box(publisher.emit_and_wait(i).await);
                         }
                         start.elapsed()
                     }

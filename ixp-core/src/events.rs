@@ -35,6 +35,9 @@
 //!   failures.
 //! * [`EventBus::try_emit`] never waits: a full queue counts as a drop for that
 //!   subscription (logged), whatever its policy.
+//! * A [`Publisher`] ([`EventBus::publisher`]) emits on one topic as the bus does, with
+//!   the same delivery, but keeps the subscriptions its topic reaches between events:
+//!   for a program that sends many events to one topic (see its docs for what it holds).
 //! * A subscription with [`Delivery::Inline`] has no queue: `emit` and `try_emit` call
 //!   its (synchronous) handler in the publisher's task before they return. It is for
 //!   handlers that only hand the event on, such as into a buffer of their own, where a
@@ -90,6 +93,68 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::plugin::BoxError;
+
+/// Calls the handlers of the subscriptions `$subs` (an iterator of the routes that match
+/// `$topic`, in delivery order) one after the other in this task, after showing the
+/// event to `$taps`; the [`DeliveryReport`]. The last handler gets the event itself, the
+/// others a clone. The event (named [`Name::of`] `$key` and `$topic`, carrying
+/// `$payload`, from `$bus`) is built here, in its `Option` at once: built by the caller
+/// and moved in, it was read back in wider loads than it was written with (a
+/// store-forwarding stall, ~15% of the one-handler path).
+///
+/// A macro, expanded in the `async fn`s of [`EventBus::emit_and_wait`] and
+/// [`Publisher::emit_and_wait`], not an `async fn` they await: its arguments would be
+/// copied into the inner future's state, ~50 instructions more per event (cachegrind,
+/// docs/performance.md).
+macro_rules! call_each {
+    ($bus:expr, $taps:expr, $subs:expr, $topic:expr, $key:expr, $payload:expr) => {{
+        let (bus, topic): (&EventBus, &str) = ($bus, $topic);
+        let mut event = Some(bus.event(Name::of($key, topic), $payload));
+        if let Some(event) = &event {
+            show_taps($taps, event);
+        }
+        // The report is assembled at the end (its fields as locals meanwhile).
+        let mut handled = 0;
+        let mut failures = Vec::new();
+        let mut subs = $subs.peekable();
+        while let Some(route) = subs.next() {
+            if !bus.fire(route) {
+                continue;
+            }
+            let this = match subs.peek() {
+                Some(_) => event.clone(),
+                None => event.take(),
+            };
+            let Some(this) = this else {
+                break;
+            };
+            handled += 1;
+            // `run_handler`'s dispatch, written out so that a synchronous handler runs
+            // without a future at all (through `run_handler`, its future held the event
+            // and was moved into this one's state on every call).
+            let outcome = match &route.handler {
+                Handler::Ready(handler) => run_ready(&**handler, this),
+                Handler::Async(handler) => run_async(&**handler, this).await,
+            };
+            if let Err(message) = outcome {
+                let sub = &route.sub;
+                report_failure(Some(&bus.inner), &sub.core, topic, &message);
+                failures.push(HandlerFailure {
+                    owner: sub.core.owner.as_deref().map(str::to_owned),
+                    pattern: sub.core.pattern.as_string(),
+                    message,
+                });
+            }
+        }
+        DeliveryReport { handled, failures }
+    }};
+}
+
+mod exact;
+mod publisher;
+
+use exact::ExactRoutes;
+pub use publisher::Publisher;
 
 /// The topic on which handler failures (and other unhandled errors) are published.
 pub const ERROR_TOPIC: &str = "error.occurred";
@@ -242,6 +307,17 @@ enum Name {
 }
 
 impl Name {
+    /// The name for the events on `topic`: the key of the topic's exact route when it
+    /// has one (no allocation; an interned `&'static str` as a rule), else a new
+    /// `Arc<str>`.
+    #[inline]
+    fn of(key: Option<&Name>, topic: &str) -> Self {
+        match key {
+            Some(key) => key.clone(),
+            None => Name::Shared(topic.into()),
+        }
+    }
+
     #[inline]
     fn as_str(&self) -> &str {
         match self {
@@ -254,28 +330,6 @@ impl Name {
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-// A `Name` is its string: hashed and compared as one, so that a map keyed by `Name` is
-// looked up with a `&str`.
-impl PartialEq for Name {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Name {}
-
-impl std::hash::Hash for Name {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl std::borrow::Borrow<str> for Name {
-    fn borrow(&self) -> &str {
-        self.as_str()
     }
 }
 
@@ -672,14 +726,22 @@ impl Route {
 type RouteList = SmallVec<[Route; 1]>;
 
 type Tap = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Shows `event` to every tap.
+#[inline]
+fn show_taps(taps: &[Tap], event: &Event) {
+    for tap in taps {
+        tap(event);
+    }
+}
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The routing table: exact topics by hash, wildcard patterns by their first segment.
 /// Every list is in subscription order (ascending id).
 #[derive(Default, Clone)]
 struct Routes {
-    /// Keyed by the topic's interned name where it could be interned ([`intern`]).
-    exact: FastMap<Name, RouteList>,
+    /// By the topic, named by its interned name where it could be interned ([`intern`]).
+    exact: ExactRoutes,
     /// Wildcard patterns whose first segment is a literal, by that literal.
     wild_by_first: FastMap<Box<str>, RouteList>,
     /// Wildcard patterns that start with `*` or `**`.
@@ -688,28 +750,22 @@ struct Routes {
 }
 
 impl Routes {
-    #[inline]
-    fn tap(&self, event: &Event) {
-        for tap in &self.taps {
-            tap(event);
-        }
-    }
-
-    /// The exact subscriptions of `topic`, and the topic's name for its events: the key
-    /// of its route when there is one (no allocation; an interned `&'static str` as a
-    /// rule), else a new `Arc<str>`. One lookup.
+    /// The exact subscriptions of `topic`, and the key of its route if it has one (the
+    /// name its events carry: [`Name::of`]). One lookup.
     /// (`#[inline(always)]` here measured slower: 67 -> 71 ns for one handler.)
     #[inline]
-    fn exact_route(&self, topic: &str) -> (Name, &[Route]) {
-        match self.exact.get_key_value(topic) {
-            Some((key, routes)) => (key.clone(), routes),
-            None => (Name::Shared(topic.into()), &[]),
+    fn exact_route(&self, topic: &str) -> (Option<&Name>, &[Route]) {
+        match self.exact.get(topic) {
+            Some((key, routes)) => (Some(key), routes),
+            None => (None, &[]),
         }
     }
 
     /// The exact subscriptions of `topic`.
     fn exact_subs(&self, topic: &str) -> &[Route] {
-        self.exact.get(topic).map_or(&[], SmallVec::as_slice)
+        self.exact
+            .get(topic)
+            .map_or(&[], |(_, routes)| routes.as_slice())
     }
 
     /// `exact` (the topic's exact subscriptions), then the matching wildcard ones in
@@ -745,7 +801,7 @@ impl Routes {
 
     fn subscriptions(&self) -> impl Iterator<Item = &Arc<Sub>> {
         self.exact
-            .values()
+            .routes()
             .chain(self.wild_by_first.values())
             .flatten()
             .chain(self.wild_any.iter())
@@ -758,14 +814,12 @@ impl Routes {
     fn insert(&mut self, sub: Arc<Sub>) {
         let route = Route::new(sub);
         match &route.sub.core.pattern {
-            Pattern::Exact(topic) => match self.exact.get_mut(&**topic) {
-                Some(list) => list.push(route),
-                None => {
-                    let key =
-                        intern(topic).map_or_else(|| Name::Shared(topic.clone()), Name::Static);
-                    self.exact.insert(key, smallvec::smallvec![route]);
-                }
-            },
+            Pattern::Exact(topic) => {
+                let topic = Arc::clone(topic);
+                self.exact.push(&topic, route, || {
+                    intern(&topic).map_or_else(|| Name::Shared(topic.clone()), Name::Static)
+                });
+            }
             Pattern::Wild(segments) => match segments.first() {
                 Some(Segment::Literal(first)) => self
                     .wild_by_first
@@ -786,15 +840,7 @@ impl Routes {
             list.is_empty()
         }
         match &sub.core.pattern {
-            Pattern::Exact(topic) => {
-                if self
-                    .exact
-                    .get_mut(&**topic)
-                    .is_some_and(|l| without(l, sub))
-                {
-                    self.exact.remove(&**topic);
-                }
-            }
+            Pattern::Exact(topic) => self.exact.retain(topic, |route| route.sub.id != sub.id),
             Pattern::Wild(segments) => match segments.first() {
                 Some(Segment::Literal(first)) => {
                     let first = first.as_str();
@@ -888,6 +934,9 @@ struct BusInner {
     routes: ArcSwap<Routes>,
     /// `routes` is older than `table`.
     stale: AtomicBool,
+    /// How many times `table` changed: a [`Publisher`] looks its routes up again when
+    /// this is not what it was at its last look.
+    version: AtomicU64,
     next_id: AtomicU64,
 }
 
@@ -920,6 +969,8 @@ impl BusInner {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let result = change(&mut table);
         self.stale.store(true, Ordering::Release);
+        // After `stale`: who sees the new version sees the routes stale (or rebuilt).
+        self.version.fetch_add(1, Ordering::Release);
         result
     }
 
@@ -1061,6 +1112,7 @@ impl EventBus {
                 table: Mutex::new(Table::default()),
                 routes: ArcSwap::from_pointee(Routes::default()),
                 stale: AtomicBool::new(false),
+                version: AtomicU64::new(0),
                 next_id: AtomicU64::new(1),
             }),
             owner: None,
@@ -1229,8 +1281,9 @@ impl EventBus {
     pub async fn emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
         let routes = self.inner.snapshot();
         let (key, exact) = routes.exact_route(topic);
-        let event = self.event(key, payload);
-        self.hand_over(&routes, exact, topic, event, WhenFull::AsSubscribed)
+        let event = self.event(Name::of(key, topic), payload);
+        let subs = routes.matching(exact, topic);
+        self.hand_over(&routes.taps, subs, topic, event, WhenFull::AsSubscribed)
             .await
     }
 
@@ -1238,15 +1291,10 @@ impl EventBus {
     pub async fn emit_event(&self, event: Event) -> usize {
         let routes = self.inner.snapshot();
         let topic = event.topic.clone();
-        let exact = routes.exact_subs(topic.as_str());
-        self.hand_over(
-            &routes,
-            exact,
-            topic.as_str(),
-            event,
-            WhenFull::AsSubscribed,
-        )
-        .await
+        let topic = topic.as_str();
+        let subs = routes.matching(routes.exact_subs(topic), topic);
+        self.hand_over(&routes.taps, subs, topic, event, WhenFull::AsSubscribed)
+            .await
     }
 
     /// Emits without ever waiting: a full queue is a counted, logged drop for that
@@ -1254,27 +1302,29 @@ impl EventBus {
     pub fn try_emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
         let routes = self.inner.snapshot();
         let (key, exact) = routes.exact_route(topic);
-        let event = self.event(key, payload);
+        let event = self.event(Name::of(key, topic), payload);
+        let subs = routes.matching(exact, topic);
         // With `WhenFull::Drop` nothing in `hand_over` waits: done in its first poll.
-        self.hand_over(&routes, exact, topic, event, WhenFull::Drop)
+        self.hand_over(&routes.taps, subs, topic, event, WhenFull::Drop)
             .now_or_never()
             .unwrap_or(0)
     }
 
-    /// Hands `event` (on `topic`) to every matching subscription: calls the inline
-    /// ones, queues for the others. The last one gets the event itself, the others a
-    /// clone. Returns how many got it.
-    async fn hand_over(
+    /// Hands `event` (on `topic`) to the subscriptions `subs` (those that match it, in
+    /// delivery order), after showing it to `taps`: calls the inline ones, queues for
+    /// the others. The last one gets the event itself, the others a clone. Returns how
+    /// many got it.
+    async fn hand_over<'r>(
         &self,
-        routes: &Routes,
-        exact: &[Route],
+        taps: &[Tap],
+        subs: impl Iterator<Item = &'r Route>,
         topic: &str,
         event: Event,
         when_full: WhenFull,
     ) -> usize {
-        routes.tap(&event);
+        show_taps(taps, &event);
         let mut handed = 0;
-        let mut subs = routes.matching(exact, topic).peekable();
+        let mut subs = subs.peekable();
         let mut event = Some(event);
         while let Some(route) = subs.next() {
             if !self.fire(route) {
@@ -1312,46 +1362,8 @@ impl EventBus {
     pub async fn emit_and_wait<T: Payload>(&self, topic: &str, payload: T) -> DeliveryReport {
         let routes = self.inner.snapshot();
         let (key, exact) = routes.exact_route(topic);
-        // The last handler gets the event itself, the others a clone. Built in its
-        // `Option` at once (moving it in was read back in wider loads than written).
-        let mut event = Some(self.event(key, payload));
-        if let Some(event) = &event {
-            routes.tap(event);
-        }
-        // The report is assembled at the end (its fields as locals meanwhile).
-        let mut handled = 0;
-        let mut failures = Vec::new();
-        let mut subs = routes.matching(exact, topic).peekable();
-        while let Some(route) = subs.next() {
-            if !self.fire(route) {
-                continue;
-            }
-            let this = match subs.peek() {
-                Some(_) => event.clone(),
-                None => event.take(),
-            };
-            let Some(this) = this else {
-                break;
-            };
-            handled += 1;
-            // `run_handler`'s dispatch, written out so that a synchronous handler runs
-            // without a future at all (through `run_handler`, its future held the event
-            // and was moved into this one's state on every call).
-            let outcome = match &route.handler {
-                Handler::Ready(handler) => run_ready(&**handler, this),
-                Handler::Async(handler) => run_async(&**handler, this).await,
-            };
-            if let Err(message) = outcome {
-                let sub = &route.sub;
-                report_failure(Some(&self.inner), &sub.core, topic, &message);
-                failures.push(HandlerFailure {
-                    owner: sub.core.owner.as_deref().map(str::to_owned),
-                    pattern: sub.core.pattern.as_string(),
-                    message,
-                });
-            }
-        }
-        DeliveryReport { handled, failures }
+        let subs = routes.matching(exact, topic);
+        call_each!(self, &routes.taps, subs, topic, key, payload)
     }
 
     /// Publishes a typed event on its topic (fire and forget).
@@ -1363,9 +1375,9 @@ impl EventBus {
     pub async fn publish<E: TypedEvent>(&self, event: E) -> usize {
         // `emit`, with the topic's static name in the event instead of the route's key.
         let routes = self.inner.snapshot();
-        let exact = routes.exact_subs(E::TOPIC);
+        let subs = routes.matching(routes.exact_subs(E::TOPIC), E::TOPIC);
         let event = self.event(Name::Static(E::TOPIC), event);
-        self.hand_over(&routes, exact, E::TOPIC, event, WhenFull::AsSubscribed)
+        self.hand_over(&routes.taps, subs, E::TOPIC, event, WhenFull::AsSubscribed)
             .await
     }
 
@@ -1705,7 +1717,9 @@ mod tests {
         let (one, other) = (EventBus::new(), EventBus::new());
         let _a = one.on("interned.topic", |_| std::future::ready(()));
         let _b = other.on("interned.topic", |_| std::future::ready(()));
-        let name = |bus: &EventBus, topic: &str| bus.inner.snapshot().exact_route(topic).0;
+        let name = |bus: &EventBus, topic: &str| {
+            Name::of(bus.inner.snapshot().exact_route(topic).0, topic)
+        };
         let (Name::Static(a), Name::Static(b)) =
             (name(&one, "interned.topic"), name(&other, "interned.topic"))
         else {

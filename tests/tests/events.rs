@@ -876,3 +876,101 @@ async fn a_published_event_carries_its_topic_and_source_to_exact_and_wildcard_su
         ]
     );
 }
+
+#[tokio::test]
+async fn a_publisher_follows_every_change_of_the_bus_s_subscriptions() {
+    let bus = EventBus::new();
+    let mut paid = bus.scoped_static("shop-plugin").publisher("order.paid");
+    assert_eq!(paid.topic(), "order.paid");
+    assert!(!paid.has_subscribers());
+    assert_eq!(paid.emit_and_wait(0u32).await.handled, 0);
+
+    // Subscriptions made after its first event: exact, wildcard, queued.
+    let (exact, exact_seen) = inline_recorder(&bus, "order.paid");
+    let (_wild, wild_seen) = inline_recorder(&bus, "order.*");
+    let (_other, other_seen) = inline_recorder(&bus, "order.sent");
+    let sources: Seen = Arc::default();
+    let sink = sources.clone();
+    let _queued = bus
+        .on("order.paid", move |event: Event| {
+            let source = event.source().unwrap_or("-").to_owned();
+            sink.lock().expect("lock").push(source);
+            std::future::ready(())
+        })
+        .expect("subscribed");
+    assert!(paid.has_subscribers());
+    assert_eq!(paid.emit(1u32).await, 3);
+    assert_eq!(paid.try_emit(2u32), 3);
+    assert_eq!(paid.emit_and_wait(3u32).await.handled, 3);
+    assert_eq!(settle(&sources, 3).await, ["shop-plugin"; 3]);
+
+    // Removed: not called by the next event.
+    drop(exact);
+    assert_eq!(paid.emit_and_wait(4u32).await.handled, 2);
+    assert_eq!(exact_seen.lock().expect("lock").len(), 3);
+    assert_eq!(wild_seen.lock().expect("lock").len(), 4);
+    assert!(other_seen.lock().expect("lock").is_empty());
+
+    // A `once` subscription, a failing handler and a tap, through a clone in a task.
+    let _once = bus
+        .once("order.paid", |_e: Event| std::future::ready(()))
+        .expect("subscribed");
+    let _failing = bus
+        .on("order.paid", |_e: Event| async { Err::<(), _>("declined") })
+        .expect("subscribed");
+    let tapped = Arc::new(AtomicUsize::new(0));
+    let count = tapped.clone();
+    bus.tap(move |event| {
+        if event.topic() == "order.paid" {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let mut clone = paid.clone();
+    let reports = tokio::spawn(async move {
+        [
+            clone.emit_and_wait(5u32).await,
+            clone.emit_and_wait(6u32).await,
+        ]
+    })
+    .await
+    .expect("the task");
+    // wildcard + queued + once + failing, then the same without the once.
+    assert_eq!(reports.each_ref().map(|r| r.handled), [4, 3]);
+    for report in &reports {
+        assert_eq!(report.failures.len(), 1);
+        assert_eq!(report.failures[0].pattern, "order.paid");
+        assert_eq!(report.failures[0].message, "declined");
+    }
+    assert_eq!(tapped.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        paid.emit_and_wait(7u32).await.handled,
+        3,
+        "its own routes too"
+    );
+    assert!(format!("{paid:?}").contains("order.paid"));
+}
+
+#[tokio::test]
+async fn a_publisher_lets_go_of_an_unsubscribed_handler_when_it_next_publishes_or_is_dropped() {
+    let bus = EventBus::new();
+    let marker = Arc::new(());
+    let weak = Arc::downgrade(&marker);
+    let sub = bus.on("order.paid", holding(marker)).expect("subscribed");
+    let mut first = bus.publisher("order.paid");
+    let mut second = bus.publisher("order.paid");
+    assert_eq!(first.emit_and_wait(()).await.handled, 1);
+    assert_eq!(second.emit_and_wait(()).await.handled, 1);
+
+    drop(sub);
+    // The bus used again: its routes no longer hold the handler, both publishers do.
+    assert_eq!(bus.emit_and_wait("order.paid", ()).await.handled, 0);
+    assert_eq!(weak.strong_count(), 1, "held by the publishers' routes");
+    assert_eq!(first.emit_and_wait(()).await.handled, 0);
+    assert_eq!(weak.strong_count(), 1, "still held by the second publisher");
+    drop(second);
+    assert_eq!(
+        weak.strong_count(),
+        0,
+        "dropped with the last publisher holding it"
+    );
+}
