@@ -271,7 +271,7 @@ fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
             b.to_async(rt).iter_custom(|iters| {
                 let bus = &*bus;
                 async move {
-                    let mut publishers = ready_publishers(bus, topics);
+                    let mut publishers = ready_publishers(bus, topics).await;
                     let start = Instant::now();
                     for i in 0..iters {
                         let publisher = &mut publishers[i as usize % n_topics];
@@ -367,16 +367,16 @@ fn run_scenario(c: &mut Criterion, rt: &Runtime, scenario: &Scenario) {
     group.finish();
 }
 
-/// A publisher per topic, its routes already looked up.
-fn ready_publishers(bus: &EventBus, topics: &[String]) -> Vec<Publisher> {
-    topics
-        .iter()
-        .map(|topic| {
-            let mut publisher = bus.publisher(topic.as_str());
-            assert!(publisher.has_subscribers(), "{topic} has subscribers");
-            publisher
-        })
-        .collect()
+/// A publisher per topic, its routes already looked up (by one event each).
+async fn ready_publishers(bus: &EventBus, topics: &[String]) -> Vec<Publisher> {
+    let mut publishers = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let mut publisher = bus.publisher(topic.as_str());
+        let report = publisher.emit_and_wait(0u64).await;
+        assert!(report.handled > 0, "{topic} has subscribers");
+        publishers.push(publisher);
+    }
+    publishers
 }
 
 /// The order topics are published in by the `routing` rows: a stride through them, so
@@ -475,7 +475,7 @@ fn routing(c: &mut Criterion, rt: &Runtime) {
                     let bus = &*bus;
                     let names = &*names;
                     async move {
-                        let mut publishers = ready_publishers(bus, names);
+                        let mut publishers = ready_publishers(bus, names).await;
                         let start = Instant::now();
                         for i in 0..iters {
                             let publisher = &mut publishers[spread(i, topics)];

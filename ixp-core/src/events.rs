@@ -108,10 +108,10 @@ use crate::plugin::BoxError;
 /// docs/performance.md).
 macro_rules! call_each {
     ($bus:expr, $taps:expr, $subs:expr, $topic:expr, $key:expr, $payload:expr) => {{
-        let (bus, topic): (&EventBus, &str) = ($bus, $topic);
-        let mut event = Some(bus.event(Name::of($key, topic), $payload));
+        let (bus, topic): (&$crate::events::EventBus, &str) = ($bus, $topic);
+        let mut event = Some(bus.event($crate::events::Name::of($key, topic), $payload));
         if let Some(event) = &event {
-            show_taps($taps, event);
+            $crate::events::show_taps($taps, event);
         }
         // The report is assembled at the end (its fields as locals meanwhile).
         let mut handled = 0;
@@ -133,20 +133,24 @@ macro_rules! call_each {
             // without a future at all (through `run_handler`, its future held the event
             // and was moved into this one's state on every call).
             let outcome = match &route.handler {
-                Handler::Ready(handler) => run_ready(&**handler, this),
-                Handler::Async(handler) => run_async(&**handler, this).await,
+                $crate::events::Handler::Ready(handler) => {
+                    $crate::events::run_ready(&**handler, this)
+                }
+                $crate::events::Handler::Async(handler) => {
+                    $crate::events::run_async(&**handler, this).await
+                }
             };
             if let Err(message) = outcome {
                 let sub = &route.sub;
-                report_failure(Some(&bus.inner), &sub.core, topic, &message);
-                failures.push(HandlerFailure {
+                $crate::events::report_failure(Some(&bus.inner), &sub.core, topic, &message);
+                failures.push($crate::events::HandlerFailure {
                     owner: sub.core.owner.as_deref().map(str::to_owned),
                     pattern: sub.core.pattern.as_string(),
                     message,
                 });
             }
         }
-        DeliveryReport { handled, failures }
+        $crate::events::DeliveryReport { handled, failures }
     }};
 }
 
@@ -968,10 +972,16 @@ impl BusInner {
     fn update<R>(&self, change: impl FnOnce(&mut Table) -> R) -> R {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let result = change(&mut table);
+        self.changed();
+        result
+    }
+
+    /// Marks `table` changed: the routes stale, then a new version. Called with the
+    /// table's lock held, after every change to it.
+    fn changed(&self) {
         self.stale.store(true, Ordering::Release);
         // After `stale`: who sees the new version sees the routes stale (or rebuilt).
         self.version.fetch_add(1, Ordering::Release);
-        result
     }
 
     /// Removes a subscription and closes its queue; its worker, if it has one.
@@ -1430,7 +1440,7 @@ impl EventBus {
         for sub in &subs {
             table.routes.remove(sub);
         }
-        self.inner.stale.store(true, Ordering::Release);
+        self.inner.changed();
         drop(table);
         subs.iter().filter_map(|sub| sub.close()).collect()
     }
@@ -1704,6 +1714,10 @@ mod tests {
                     message: "m".into(),
                 })
                 .await;
+                let mut publisher = bus.publisher("a.b");
+                publisher.emit(4u64).await;
+                publisher.try_emit(5u64);
+                publisher.emit_and_wait(6u64).await;
                 bus.emit_and_wait("a.b", 3u64).await
             }
         }));

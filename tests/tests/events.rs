@@ -974,3 +974,58 @@ async fn a_publisher_lets_go_of_an_unsubscribed_handler_when_it_next_publishes_o
         "dropped with the last publisher holding it"
     );
 }
+
+#[tokio::test]
+async fn a_publisher_stops_reaching_a_plugin_s_subscriptions_once_the_plugin_is_removed() {
+    let bus = EventBus::new();
+    bus.scoped("shop-plugin")
+        .on("order.paid", |_e: Event| std::future::ready(()))
+        .expect("subscribed")
+        .detach();
+    let mut paid = bus.publisher("order.paid");
+    assert_eq!(paid.emit_and_wait(1u32).await.handled, 1);
+    assert!(paid.has_subscribers());
+    assert!(
+        bus.remove_owner("shop-plugin").is_empty(),
+        "no queued worker"
+    );
+    assert!(!paid.has_subscribers());
+    assert_eq!(paid.emit_and_wait(2u32).await.handled, 0);
+}
+
+#[tokio::test]
+async fn long_and_non_ascii_topics_are_routed_exactly() {
+    // 24 bytes and more: the routing table keeps only a topic's first 24 bytes in place.
+    let long = "analytics.request.completed.for.tenant";
+    let same_start = "analytics.request.completed.for.other";
+    let non_ascii = "bestellung.größe.geändert";
+    let bus = EventBus::new();
+    let (first, _) = inline_recorder(&bus, long);
+    let (second, _) = inline_recorder(&bus, long);
+    let (_other, _) = inline_recorder(&bus, same_start);
+    let (_umlaut, _) = inline_recorder(&bus, non_ascii);
+    let handled = |topic: &'static str| {
+        let bus = bus.clone();
+        async move { bus.emit_and_wait(topic, ()).await.handled }
+    };
+    assert_eq!(handled(long).await, 2);
+    assert_eq!(handled(same_start).await, 1);
+    assert_eq!(handled(non_ascii).await, 1);
+    assert_eq!(
+        handled(&long[..24]).await,
+        0,
+        "the first 24 bytes are no topic"
+    );
+    assert_eq!(handled("analytics.request.completed.for.tenanT").await, 0);
+    assert_eq!(handled("bestellung.größe.geändert.").await, 0);
+    drop(first);
+    assert_eq!(handled(long).await, 1);
+    drop(second);
+    assert_eq!(handled(long).await, 0);
+    assert_eq!(
+        handled(same_start).await,
+        1,
+        "its neighbour's removal left it"
+    );
+    assert_eq!(bus.subscriptions().len(), 2);
+}

@@ -6,10 +6,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use super::{
-    report_failure, run_async, run_ready, show_taps, DeliveryReport, EventBus, Handler,
-    HandlerFailure, Name, Payload, RouteList, Tap, WhenFull,
-};
+use super::{DeliveryReport, EventBus, Name, Payload, RouteList, Tap, WhenFull};
 
 /// A publisher of one topic, from [`EventBus::publisher`].
 ///
@@ -19,20 +16,24 @@ use super::{
 /// source. The difference: it keeps the subscriptions its topic reaches (exact and
 /// wildcard) between events, and looks them up again only after the bus's
 /// subscriptions changed (one atomic load per event tells). An event then costs no
-/// look-up of its topic and no guard on the bus's routing table: for a program that
-/// sends many events to one topic, the inline path comes close to calling the handlers
-/// directly, however many topics the bus has (`events/publisher` bench,
-/// docs/performance.md).
+/// hash or look-up of its topic and no guard on the bus's routing table, so its
+/// instructions do not grow with the number of topics: with one synchronous handler
+/// about 0.7x those of [`EventBus::emit_and_wait`] and 1.7x those of building the event
+/// and calling the handler directly (`publisher_emit_and_wait` rows of the `events`
+/// bench, `scripts/bench-routing-cachegrind.sh`; docs/performance.md).
 ///
-/// It takes `&mut self`: give each task its own (a clone is cheap; clones keep their
-/// kept apart). Suited to topics whose subscriptions rarely change: after every
-/// change on the bus, its next event looks the routes up again and clones them.
+/// It takes `&mut self`: give each task its own. A clone is cheap: it starts without
+/// routes and looks them up on its first event. Suited to buses whose subscriptions
+/// rarely change: any change on the bus (a `once` subscription firing included) makes
+/// every publisher's next event look its routes up again and clone them.
 ///
 /// **What it holds**: the routes it last looked up hold their handlers. A handler
-/// unsubscribed since, and what it captured, are dropped when this publisher next
-/// publishes (or is dropped), not at once; like the bus's routing table, which holds
-/// them until the bus is next used. An unsubscribed handler is never called: the next
-/// event sees the change.
+/// unsubscribed since (or removed with its plugin), and what it captured, are dropped
+/// when this publisher next publishes or is dropped, not at once; like the bus's
+/// routing table, which holds them until the bus is next used. An unsubscribed handler
+/// is never called: the next event sees the change. A handler should not own a
+/// publisher whose topic reaches that handler: the two would hold each other after it
+/// is unsubscribed.
 ///
 /// ```
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,20 +50,32 @@ use super::{
 /// assert_eq!(rx.recv().await, Some(Some(7)));
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct Publisher {
     bus: EventBus,
     topic: Arc<str>,
     cache: Option<Kept>,
 }
 
+impl Clone for Publisher {
+    /// The same topic on the same bus, without routes yet (looked up on its first
+    /// event), so that a clone holds no handler until it publishes.
+    fn clone(&self) -> Self {
+        Self {
+            bus: self.bus.clone(),
+            topic: self.topic.clone(),
+            cache: None,
+        }
+    }
+}
+
 /// The routes of a publisher's topic as of one version of the bus's subscriptions.
-#[derive(Clone)]
 struct Kept {
     /// The bus's version ([`super::BusInner::version`]) they were looked up at.
     version: u64,
     /// The topic as its events name it: the key of its exact route (an interned
-    /// `&'static str` as a rule), else the publisher's own `Arc`.
+    /// `&'static str` as a rule), else the topic interned here (a topic only wildcards
+    /// match), so that clones publishing on several threads share no reference count;
+    /// past the interning allowance the publisher's own `Arc`.
     name: Name,
     taps: Vec<Tap>,
     /// The subscriptions an event on the topic reaches, in delivery order.
@@ -78,7 +91,10 @@ impl Kept {
         let routes = bus.inner.snapshot();
         let (name, exact) = match routes.exact.get(topic) {
             Some((name, exact)) => (name.clone(), exact.as_slice()),
-            None => (Name::Shared(topic.clone()), &[][..]),
+            None => (
+                super::intern(topic).map_or_else(|| Name::Shared(topic.clone()), Name::Static),
+                &[][..],
+            ),
         };
         Self {
             version,
@@ -136,10 +152,14 @@ impl Publisher {
         (&self.bus, kept, &self.topic)
     }
 
-    /// Whether an event would reach anything now (see [`EventBus::has_subscribers`]).
-    pub fn has_subscribers(&mut self) -> bool {
-        let (_, kept, _) = self.current();
-        !kept.taps.is_empty() || !kept.subs.is_empty()
+    /// Whether an event would reach anything now (see [`EventBus::has_subscribers`]):
+    /// from its routes if they are current, else from the bus's.
+    pub fn has_subscribers(&self) -> bool {
+        let version = self.bus.inner.version.load(Ordering::Acquire);
+        match &self.cache {
+            Some(kept) if kept.version == version => !kept.taps.is_empty() || !kept.subs.is_empty(),
+            _ => self.bus.has_subscribers(&self.topic),
+        }
     }
 
     /// [`EventBus::emit`] on this publisher's topic.
@@ -180,7 +200,7 @@ impl fmt::Debug for Publisher {
             .field("topic", &self.topic)
             .field("source", &self.bus.source)
             .field(
-                "subscriptions",
+                "kept_routes",
                 &self.cache.as_ref().map(|kept| kept.subs.len()),
             )
             .finish()
