@@ -1634,12 +1634,24 @@ async fn run_async(handler: &AsyncFn, event: Event) -> Result<(), String> {
 }
 
 /// A handler call's outcome (returned, failed, or panicked) as the error message.
+/// Small enough to inline into the delivery loop: the message is built out of line
+/// (3-4% fewer instructions per event, `scripts/bench-routing-cachegrind.sh`).
 #[inline]
 fn handler_outcome(outcome: std::thread::Result<Result<(), BoxError>>) -> Result<(), String> {
     match outcome {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic))),
+        Ok(Err(err)) => Err(failure_message(Ok(err))),
+        Err(panic) => Err(failure_message(Err(panic))),
+    }
+}
+
+/// The error message of a handler that returned an error (`Ok`) or panicked (`Err`).
+#[cold]
+#[inline(never)]
+fn failure_message(failure: Result<BoxError, Box<dyn Any + Send>>) -> String {
+    match failure {
+        Ok(err) => err.to_string(),
+        Err(panic) => format!("handler panicked: {}", panic_message(&*panic)),
     }
 }
 

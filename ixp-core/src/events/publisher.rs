@@ -18,7 +18,7 @@ use super::{DeliveryReport, EventBus, Name, Payload, RouteList, Tap, WhenFull};
 /// subscriptions changed (one atomic load per event tells). An event then costs no
 /// hash or look-up of its topic and no guard on the bus's routing table, so its
 /// instructions do not grow with the number of topics: with one synchronous handler
-/// about 0.7x those of [`EventBus::emit_and_wait`] and 1.7x those of building the event
+/// about 0.7x those of [`EventBus::emit_and_wait`] and 1.6x those of building the event
 /// and calling the handler directly (`publisher_emit_and_wait` rows of the `events`
 /// bench, `scripts/bench-routing-cachegrind.sh`; docs/performance.md).
 ///
