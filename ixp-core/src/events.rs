@@ -6,11 +6,12 @@
 //! `*` for exactly one segment (`order.*` matches `order.paid`, not `order.paid.late`),
 //! or ends in `**` for one or more segments (`order.**`); `**` alone matches every topic.
 //!
-//! The name of a topic with an exact subscription is interned: kept once for the life of
-//! the process (up to 256 KiB of distinct names in all; later ones are reference-counted
-//! instead), so that its events carry a `&'static str` that threads publishing at once
-//! do not contend over. Topics are meant to be a fixed vocabulary; a program that
-//! subscribes to ever new topic names (one per user, say) fills that allowance once.
+//! The name of a topic with an exact subscription, or with a [`Publisher`], is interned:
+//! kept once for the life of the process (up to 256 KiB of distinct names in all; later
+//! ones are reference-counted instead), so that its events carry a `&'static str` that
+//! threads publishing at once do not contend over. Topics are meant to be a fixed
+//! vocabulary; a program that subscribes to ever new topic names (one per user, say)
+//! fills that allowance once.
 //!
 //! # Delivery, ordering and slow subscribers
 //!
