@@ -315,6 +315,12 @@ impl Name {
     /// The name for the events on `topic`: the key of the topic's exact route when it
     /// has one (no allocation; an interned `&'static str` as a rule), else a new
     /// `Arc<str>`.
+    /// `topic` as its interned `&'static str` ([`intern`]), or the `Arc` itself past
+    /// the interning allowance.
+    fn interned(topic: &Arc<str>) -> Self {
+        intern(topic).map_or_else(|| Name::Shared(topic.clone()), Name::Static)
+    }
+
     #[inline]
     fn of(key: Option<&Name>, topic: &str) -> Self {
         match key {
@@ -768,9 +774,7 @@ impl Routes {
 
     /// The exact subscriptions of `topic`.
     fn exact_subs(&self, topic: &str) -> &[Route] {
-        self.exact
-            .get(topic)
-            .map_or(&[], |(_, routes)| routes.as_slice())
+        self.exact_route(topic).1
     }
 
     /// `exact` (the topic's exact subscriptions), then the matching wildcard ones in
@@ -821,9 +825,7 @@ impl Routes {
         match &route.sub.core.pattern {
             Pattern::Exact(topic) => {
                 let topic = Arc::clone(topic);
-                self.exact.push(&topic, route, || {
-                    intern(&topic).map_or_else(|| Name::Shared(topic.clone()), Name::Static)
-                });
+                self.exact.push(&topic, route, || Name::interned(&topic));
             }
             Pattern::Wild(segments) => match segments.first() {
                 Some(Segment::Literal(first)) => self

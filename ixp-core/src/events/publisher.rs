@@ -89,16 +89,10 @@ impl Kept {
         // The version first: a change made meanwhile makes the next event look again.
         let version = bus.inner.version.load(Ordering::Acquire);
         let routes = bus.inner.snapshot();
-        let (name, exact) = match routes.exact.get(topic) {
-            Some((name, exact)) => (name.clone(), exact.as_slice()),
-            None => (
-                super::intern(topic).map_or_else(|| Name::Shared(topic.clone()), Name::Static),
-                &[][..],
-            ),
-        };
+        let (key, exact) = routes.exact_route(topic);
         Self {
             version,
-            name,
+            name: key.cloned().unwrap_or_else(|| Name::interned(topic)),
             taps: routes.taps.clone(),
             subs: routes.matching(exact, topic).cloned().collect(),
         }
