@@ -9,10 +9,15 @@
 #   * HTTP: requests/s, p99 latency and server CPU per request of `wrk` against
 #     ixp-app's GET /health and GET /hello (hello-plugin's route), default build and
 #     default + analytics build, and against a bare axum server with the same /hello
-#     route (ixp-core/examples/bare_axum.rs, built static the same way).
+#     route (ixp-core/examples/bare_axum.rs, built static the same way);
+#   * the calibration of those HTTP figures: bare axum again with CALIBRATE_US
+#     microseconds of busy work added to every /hello (default "1 2"; "" for none),
+#     i.e. what a given extra CPU per request costs in requests/s on this machine; and
+#     for every row how often wrk went to sleep per request (its voluntary context
+#     switches), which is what makes that cost grow faster than the CPU added.
 #
 #   bash scripts/bench-binary.sh
-#   RUNS=20 WRK_DURATION=5s WRK_CONNECTIONS=16 WRK_ROUNDS=3 bash scripts/bench-binary.sh
+#   RUNS=20 WRK_DURATION=5s WRK_CONNECTIONS=16 WRK_ROUNDS=3 CALIBRATE_US="1 2" bash scripts/bench-binary.sh
 #   SKIP_BUILD=1 bash scripts/bench-binary.sh   # measure again the binaries of the last run
 #
 # Needs wrk (Debian package `wrk`): installed with apt-get when missing. Every ixp-app
@@ -73,13 +78,14 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 python3 - "$root" "$out" "$features" <<'PY'
-import os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import os, re, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 root, out, features = sys.argv[1], sys.argv[2], sys.argv[3]
 RUNS = int(os.environ.get("RUNS", "20"))
 WRK_DURATION = os.environ.get("WRK_DURATION", "5s")
 WRK_CONNECTIONS = os.environ.get("WRK_CONNECTIONS", "16")
 WRK_ROUNDS = int(os.environ.get("WRK_ROUNDS", "3"))
+CALIBRATE_US = [float(x) for x in os.environ.get("CALIBRATE_US", "1 2").split()]
 POLL = 0.0005  # seconds between two /health/ready attempts (the resolution)
 # HTTP runs: the server on one CPU, wrk (and the analytics collector) on another, so
 # that the scheduler does not put them on one core mid-run. PIN=0 turns it off.
@@ -201,17 +207,23 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 def wrk(port, path, pid):
-    """requests/s, p99 (ms), non-2xx answers, server CPU per request (µs)."""
+    """requests/s, p99 (ms), non-2xx answers, server CPU per request (µs), and wrk's
+    voluntary context switches per request (how often the client slept)."""
     cpu_before = cpu_seconds(pid)
+    sleeps_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw
     r = subprocess.run(pinned(1, ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{WRK_DURATION}", "--latency",
                         f"http://127.0.0.1:{port}{path}"]), capture_output=True, text=True, check=True)
     cpu = cpu_seconds(pid) - cpu_before
+    # wrk is the only child waited for in between (taskset exec()s it).
+    sleeps = resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw - sleeps_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))
     requests = int(re.search(r"(\d+) requests in", r.stdout).group(1))
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", r.stdout)
     p99_ms = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", r.stdout)
-    return rps, p99_ms, int(non2xx.group(1)) if non2xx else 0, cpu / max(requests, 1) * 1e6
+    per_request = 1 / max(requests, 1)
+    return (rps, p99_ms, int(non2xx.group(1)) if non2xx else 0, cpu * per_request * 1e6,
+            sleeps * per_request)
 
 binaries = {name: os.path.join(out, f"ixp-app-{name}") for name in ("default", "analytics", "all")
             if os.path.exists(os.path.join(out, f"ixp-app-{name}"))}
@@ -263,8 +275,17 @@ p = start(pinned(0, [bare, str(port)]), out, port, log)
 if not wait_ready(p, port, "/hello"):
     raise SystemExit("bare_axum did not start")
 servers.append(("bare axum", port, p))
+calibration = []
+for us in CALIBRATE_US:
+    port = free_port()
+    p = start(pinned(0, [bare, str(port), str(round(us * 1000))]), out, port, log)
+    if not wait_ready(p, port, "/hello"):
+        raise SystemExit("bare_axum (calibration) did not start")
+    calibration.append((f"bare axum + {us:g} µs of work", port, p))
 
 targets = [(s, path) for s in servers for path in ("/hello", "/health")]
+targets += [(s, "/hello") for s in calibration]
+servers += calibration
 results = {(s[0], path): [] for s, path in targets}
 for _ in range(WRK_ROUNDS):
     for (label, port, server), path in targets:
@@ -276,20 +297,24 @@ stop(sink)
 pin_note = f", server pinned to CPU {CPUS[0]} and wrk to CPU {CPUS[1]} (taskset)" if PIN else ", unpinned"
 say(f"## HTTP (wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_DURATION}, median of {WRK_ROUNDS} interleaved rounds{pin_note})")
 say()
-say("| server | path | requests/s | p99 (ms) | non-2xx | server CPU per request (µs) | requests/s vs bare axum /hello | p99 vs bare axum /hello | CPU per request vs bare axum /hello |")
-say("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+say("| server | path | requests/s | p99 (ms) | non-2xx | server CPU per request (µs) | requests/s vs bare axum /hello | p99 vs bare axum /hello | CPU per request vs bare axum /hello | wrk sleeps per request |")
+say("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 def median_of(rs, k):
     return statistics.median(r[k] for r in rs)
 base = results[("bare axum", "/hello")]
 base_rps, base_p99, base_cpu = median_of(base, 0), median_of(base, 1), median_of(base, 3)
 for (label, path), rs in results.items():
-    rps, p99, cpu = median_of(rs, 0), median_of(rs, 1), median_of(rs, 3)
+    rps, p99, cpu, sleeps = median_of(rs, 0), median_of(rs, 1), median_of(rs, 3), median_of(rs, 4)
     bad = sum(r[2] for r in rs)
-    say(f"| {label} | {path} | {rps:.0f} | {p99:.2f} | {bad} | {cpu:.2f} | {rps/base_rps:.2f}x | {p99/base_p99:.2f}x | {cpu/base_cpu:.2f}x |")
+    say(f"| {label} | {path} | {rps:.0f} | {p99:.2f} | {bad} | {cpu:.2f} | {rps/base_rps:.2f}x | {p99/base_p99:.2f}x | {cpu/base_cpu:.2f}x | {sleeps:.3f} |")
 say()
 say("Server CPU per request: the server process's utime + stime (every thread, /proc/PID/stat) "
     "over the wrk run, divided by the requests wrk completed; steadier than requests/s on a "
-    "shared machine. The analytics collector is another process, not counted.")
+    "shared machine. The analytics collector is another process, not counted. "
+    "`bare axum + N µs of work`: the baseline spinning N µs more per /hello (the "
+    "calibration: what that much extra CPU per request costs in requests/s here). "
+    "wrk sleeps per request: wrk's voluntary context switches over the requests it "
+    "completed; each is a wake-up the server pays for when it answers.")
 say()
 with open(os.path.join(out, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -4,13 +4,19 @@
 //! per core). `POST /collect` answers 200 to anything: the script runs a second instance
 //! as the collector of ixp-app's analytics-plugin.
 //!
+//! An optional second argument adds that many nanoseconds of busy work to every
+//! `/hello` (a calibration: how much requests/s a given extra CPU per request costs on
+//! the machine, see docs/performance.md).
+//!
 //! ```sh
 //! cargo run --release -p ixp-core --example bare_axum -- 3002
+//! cargo run --release -p ixp-core --example bare_axum -- 3002 1500   # +1.5 µs per /hello
 //! ```
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
@@ -20,15 +26,19 @@ use axum::{Json, Router};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = match std::env::args().nth(1) {
         Some(arg) => arg.parse()?,
-        None => return Err("usage: bare_axum PORT".into()),
+        None => return Err("usage: bare_axum PORT [WORK_NS]".into()),
+    };
+    let work = match std::env::args().nth(2) {
+        Some(arg) => Duration::from_nanos(arg.parse()?),
+        None => Duration::ZERO,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(port))
+    runtime.block_on(serve(port, work))
 }
 
-async fn serve(port: u16) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(port: u16, work: Duration) -> Result<(), Box<dyn std::error::Error>> {
     let greeting: Arc<str> = "Hello from ixp".into();
     let served = Arc::new(AtomicU64::new(0));
     let app = Router::new()
@@ -36,6 +46,7 @@ async fn serve(port: u16) -> Result<(), Box<dyn std::error::Error>> {
             "/hello",
             get(move || {
                 served.fetch_add(1, Ordering::Relaxed);
+                busy(work);
                 let greeting = greeting.clone();
                 async move { greeting.to_string() }
             }),
@@ -48,4 +59,15 @@ async fn serve(port: u16) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// Spins for `work` (nothing when zero).
+fn busy(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let until = Instant::now() + work;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
 }
