@@ -584,7 +584,7 @@ impl Analytics {
     pub(crate) fn open(
         &self,
         client: reqwest::Client,
-        url: String,
+        url: reqwest::Url,
         api_key: Option<Secret>,
     ) -> JoinHandle<()> {
         {
@@ -693,7 +693,8 @@ enum Attempt {
 struct Sender {
     shared: Arc<Shared>,
     client: reqwest::Client,
-    url: String,
+    /// The endpoint, parsed once (not for every batch).
+    url: reqwest::Url,
     api_key: Option<Secret>,
 }
 
@@ -860,7 +861,7 @@ impl Sender {
     async fn post(&self, body: Bytes) -> Attempt {
         let mut request = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         if let Some(key) = &self.api_key {

@@ -113,6 +113,8 @@ pub struct AnalyticsPlugin {
     config: AnalyticsConfig,
     analytics: Arc<Analytics>,
     client: reqwest::Client,
+    /// `endpoint`, parsed.
+    url: reqwest::Url,
     sender: Option<JoinHandle<()>>,
 }
 
@@ -140,6 +142,10 @@ impl Plugin for AnalyticsPlugin {
             .user_agent(concat!("ixp-analytics/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        // `validate_config` has checked it; the URL itself is not repeated (its query
+        // may hold a key).
+        let url = reqwest::Url::parse(&config.endpoint)
+            .map_err(|e| format!("endpoint is not a valid URL: {e}"))?;
         let hook_timeout = ctx
             .config()
             .plugin(ctx.plugin_name())
@@ -156,6 +162,7 @@ impl Plugin for AnalyticsPlugin {
             analytics: Arc::new(Analytics::new(&config)),
             config,
             client,
+            url,
             sender: None,
         })
     }
@@ -164,7 +171,7 @@ impl Plugin for AnalyticsPlugin {
         if self.sender.is_none() {
             self.sender = Some(self.analytics.open(
                 self.client.clone(),
-                self.config.endpoint.clone(),
+                self.url.clone(),
                 self.config.api_key.clone(),
             ));
         }
