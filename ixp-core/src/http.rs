@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
@@ -466,7 +466,19 @@ impl tower_service::Service<Request> for IxpService {
 
     fn call(&mut self, request: Request) -> Self::Future {
         let router = self.shared.routes.current();
-        request_events(self.shared.clone(), request, router)
+        // Events nobody receives are not built (a request then costs no allocation for
+        // them, nor a clock read, nor a request number: the counter is shared by every
+        // thread); whether anyone listens is decided as the request starts.
+        let listening = self
+            .shared
+            .events
+            .have_subscribers([RequestStarted::TOPIC, RequestCompleted::TOPIC]);
+        if listening == [false, false] {
+            return Unobserved::new(self.shared.clone(), request, router)
+                .map(Ok)
+                .boxed();
+        }
+        request_events(self.shared.clone(), request, router, listening)
             .map(Ok)
             .boxed()
     }
@@ -474,24 +486,171 @@ impl tower_service::Service<Request> for IxpService {
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// The router's future of a request.
+type RouterFuture = <Router as tower_service::Service<Request>>::Future;
+
+/// The future of a request nobody subscribed the request events of: the router's
+/// future, panics caught, and an `error.occurred` for a panic or a 5xx answer.
+///
+/// Written by hand: it is boxed for every request, and as an `async fn` its state was
+/// ~1.5 KB (the request held by value at every level), over the allocator's per-thread
+/// cache (`scripts/bench-http-cachegrind.sh`, docs/performance.md).
+struct Unobserved {
+    shared: Arc<ServiceShared>,
+    method: Method,
+    uri: Uri,
+    step: UnobservedStep,
+}
+
+enum UnobservedStep {
+    /// The router's future, panics caught.
+    Handling(futures::future::CatchUnwind<AssertUnwindSafe<RouterFuture>>),
+    /// Routing itself panicked.
+    RoutingPanicked(Box<dyn std::any::Any + Send>),
+    /// The request failed: its `error.occurred` is being published; then `response`.
+    Reporting {
+        response: Response,
+        publishing: BoxFuture<'static, usize>,
+    },
+    Done,
+}
+
+impl Unobserved {
+    fn new(shared: Arc<ServiceShared>, request: Request, mut router: Router) -> Self {
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        // Routed now, handled when polled: an axum route calls its service on the
+        // first poll.
+        let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            tower_service::Service::call(&mut router, request)
+        }));
+        let step = match routed {
+            Ok(future) => UnobservedStep::Handling(AssertUnwindSafe(future).catch_unwind()),
+            Err(panic) => UnobservedStep::RoutingPanicked(panic),
+        };
+        Self {
+            shared,
+            method,
+            uri,
+            step,
+        }
+    }
+
+    /// The answer once handled; `None` while its `error.occurred` is to be published.
+    fn handled(&mut self, handled: std::thread::Result<Response>) -> Option<Response> {
+        let (response, error) = outcome(handled, &self.method, &self.uri);
+        let Some(message) = error else {
+            self.step = UnobservedStep::Done;
+            return Some(response);
+        };
+        let events = self.shared.events.clone();
+        self.step = UnobservedStep::Reporting {
+            response,
+            publishing: async move { publish_error(&events, message).await }.boxed(),
+        };
+        None
+    }
+}
+
+impl Future for Unobserved {
+    type Output = Response;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let this = self.get_mut();
+        loop {
+            let handled = match &mut this.step {
+                UnobservedStep::Handling(future) => {
+                    let Poll::Ready(handled) = future.poll_unpin(cx) else {
+                        return Poll::Pending;
+                    };
+                    handled.map(|answer| match answer {
+                        Ok(response) => response,
+                        Err(infallible) => match infallible {},
+                    })
+                }
+                UnobservedStep::RoutingPanicked(panic) => {
+                    Err(std::mem::replace(panic, Box::new(())))
+                }
+                UnobservedStep::Reporting { publishing, .. } => {
+                    if publishing.poll_unpin(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    match std::mem::replace(&mut this.step, UnobservedStep::Done) {
+                        UnobservedStep::Reporting { response, .. } => return Poll::Ready(response),
+                        _ => continue,
+                    }
+                }
+                // Polled after it answered: nothing left to answer with.
+                UnobservedStep::Done => return Poll::Ready(internal_error()),
+            };
+            if let Some(response) = this.handled(handled) {
+                return Poll::Ready(response);
+            }
+        }
+    }
+}
+
+/// The answer to a request whose handler panicked.
+fn internal_error() -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({"error": "internal server error"})),
+    )
+        .into_response()
+}
+
+/// A handled request (or its panic): the answer, and the message of its
+/// `error.occurred` when it failed (the panic, or else the 5xx answer).
+fn outcome(
+    handled: std::thread::Result<Response>,
+    method: &Method,
+    uri: &Uri,
+) -> (Response, Option<String>) {
+    match handled {
+        Ok(response) => {
+            let status = response.status();
+            let error = status
+                .is_server_error()
+                .then(|| format!("{method} {} answered {status}", uri.path()));
+            (response, error)
+        }
+        Err(panic) => {
+            let path = uri.path();
+            let message = format!(
+                "handler of {method} {path} panicked: {}",
+                panic_message(&*panic)
+            );
+            tracing::error!(%method, %path, "{message}");
+            (internal_error(), Some(message))
+        }
+    }
+}
+
+/// Publishes the `error.occurred` of a failed request.
+async fn publish_error(events: &EventBus, message: String) -> usize {
+    events
+        .publish(ErrorOccurred {
+            source: "http".into(),
+            plugin: None,
+            topic: None,
+            message,
+        })
+        .await
+}
+
+/// A request with subscribers on `request.started` or `request.completed`
+/// (`listening`, in that order).
 async fn request_events(
     shared: Arc<ServiceShared>,
     request: Request,
     mut router: Router,
+    listening: [bool; 2],
 ) -> Response {
     let events = &shared.events;
     let method = request.method().clone();
     let uri = request.uri().clone();
-    // Events nobody receives are not built (a request then costs no allocation here,
-    // nor a clock read, nor a request number: the counter is shared by every thread);
-    // whether anyone listens is decided as the request starts.
-    let [on_started, on_completed] =
-        events.have_subscribers([RequestStarted::TOPIC, RequestCompleted::TOPIC]);
-    let id = if on_started || on_completed {
-        REQUEST_IDS.fetch_add(1, Ordering::Relaxed)
-    } else {
-        0
-    };
+    let [on_started, on_completed] = listening;
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     let started = on_completed.then(Instant::now);
     if on_started {
         let started = RequestStarted {
@@ -508,38 +667,10 @@ async fn request_events(
             Err(infallible) => match infallible {},
         }
     };
-    let (response, error) = match AssertUnwindSafe(handled).catch_unwind().await {
-        Ok(response) => {
-            let status = response.status();
-            let error = status
-                .is_server_error()
-                .then(|| format!("{method} {} answered {status}", uri.path()));
-            (response, error)
-        }
-        Err(panic) => {
-            let path = uri.path();
-            let message = format!(
-                "handler of {method} {path} panicked: {}",
-                panic_message(&*panic)
-            );
-            tracing::error!(%method, %path, "{message}");
-            let response = (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(serde_json::json!({"error": "internal server error"})),
-            )
-                .into_response();
-            (response, Some(message))
-        }
-    };
+    let handled = AssertUnwindSafe(handled).catch_unwind().await;
+    let (response, error) = outcome(handled, &method, &uri);
     if let Some(message) = error {
-        events
-            .publish(ErrorOccurred {
-                source: "http".into(),
-                plugin: None,
-                topic: None,
-                message,
-            })
-            .await;
+        publish_error(events, message).await;
     }
     if let Some(started) = started {
         let completed = RequestCompleted {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ixp_core::axum::http::StatusCode;
 use ixp_core::axum::routing::get;
 use ixp_core::config::Format;
 use ixp_core::http::{RequestCompleted, RequestStarted};
@@ -40,6 +41,10 @@ impl Plugin for RoutesPlugin {
     async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
         ctx.http()
             .route("/items/{id}", get(|| async { "an item" }))?;
+        ctx.http().route(
+            "/unavailable",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down for the test") }),
+        )?;
         ctx.http().route(
             "/boom",
             get(|| async {
@@ -98,6 +103,14 @@ async fn get_path(port: u16, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The next message of `rx`, within 5 s.
+async fn next_message(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a message within 5 s")
+        .expect("open")
 }
 
 async fn serve_router(server: &IxpServer) -> u16 {
@@ -246,6 +259,59 @@ async fn health_ready_plugins_events_routes_and_panics() {
     assert_eq!((status, again), (200, first), "the cached report");
     assert_eq!(fresh.status, HealthStatus::Unhealthy);
     cached.stop().await.expect("stop");
+}
+
+/// Without subscribers on the request events a request takes another path (a smaller
+/// future, `Unobserved` in `ixp_core::http`): it still answers a panic with 500 and
+/// publishes one `error.occurred` per failed request, for a panic and for a 5xx answer.
+#[tokio::test]
+async fn a_request_nobody_observes_still_reports_a_panic_or_a_5xx_answer_once() {
+    let server = IxpServer::builder()
+        .catalog(Catalog::new())
+        .plugin::<RoutesPlugin>(NoConfig {})
+        .build()
+        .expect("plan");
+    let port = serve_router(&server).await;
+    server.start().await.expect("start");
+    let events = server.host().events();
+    assert!(!events.has_subscribers("request.started"));
+    assert!(!events.has_subscribers("request.completed"));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _errors = events
+        .on("error.occurred", move |event: Event| {
+            let tx = tx.clone();
+            async move {
+                tx.send(event.to_json().map(|v| v.to_string()).unwrap_or_default())
+                    .ok();
+            }
+        })
+        .expect("valid pattern");
+    assert_eq!(get_path(port, "/boom").await.0, 500);
+    let error = next_message(&mut rx).await;
+    assert!(
+        error.contains("handler of GET /boom panicked: handler exploded"),
+        "{error}"
+    );
+    assert_eq!(
+        get_path(port, "/unavailable").await,
+        (503, "down for the test".to_owned())
+    );
+    let error = next_message(&mut rx).await;
+    assert!(
+        error.contains("GET /unavailable answered 503 Service Unavailable"),
+        "{error}"
+    );
+    assert_eq!(
+        get_path(port, "/items/3").await,
+        (200, "an item".to_owned())
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), rx.recv())
+            .await
+            .is_err(),
+        "one error.occurred per failed request, none for a 200"
+    );
+    server.stop().await.expect("stop");
 }
 
 #[tokio::test]
