@@ -15,46 +15,22 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
+mod hello;
 mod support;
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::Request;
-use axum::routing::{get, MethodRouter};
+use axum::routing::get;
 use axum::{Json, Router};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ixp_core::events::{Delivery, Event, SubscribeOptions};
 use ixp_core::http::{IxpServer, RequestCompleted, RequestStarted};
-use ixp_core::{ixp_plugin, BoxError, NoConfig, Plugin, PluginContext, TypedEvent};
+use ixp_core::{NoConfig, TypedEvent};
 use tower_service::Service;
 
-/// `bare_axum`'s `/hello`: a counter and the greeting.
-fn hello() -> MethodRouter {
-    let greeting: Arc<str> = "Hello from ixp".into();
-    let served = Arc::new(AtomicU64::new(0));
-    get(move || {
-        served.fetch_add(1, Ordering::Relaxed);
-        let greeting = greeting.clone();
-        async move { greeting.to_string() }
-    })
-}
-
-#[ixp_plugin(name = "hello-bench-plugin", version = "1.0.0")]
-struct HelloBench;
-
-impl Plugin for HelloBench {
-    type Config = NoConfig;
-    async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
-        Ok(HelloBench)
-    }
-    async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
-        ctx.http().route("/hello", hello())?;
-        Ok(())
-    }
-}
+use hello::{hello, HelloBench};
 
 /// Calls `service` with a new `GET path` per iteration.
 fn bench_get<S>(

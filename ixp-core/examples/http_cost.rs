@@ -16,43 +16,18 @@
 //! ```
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::Request;
-use axum::routing::{get, MethodRouter};
 use axum::Router;
 use ixp_core::events::{Delivery, Event, SubscribeOptions};
 use ixp_core::http::{IxpServer, RequestCompleted, RequestStarted};
-use ixp_core::{ixp_plugin, BoxError, NoConfig, Plugin, PluginContext, TypedEvent};
+use ixp_core::{NoConfig, TypedEvent};
 use tower_service::Service;
 
-/// The route of `bare_axum` and of hello-plugin: a counter and the greeting.
-fn hello() -> MethodRouter {
-    let greeting: Arc<str> = "Hello from ixp".into();
-    let served = Arc::new(AtomicU64::new(0));
-    get(move || {
-        served.fetch_add(1, Ordering::Relaxed);
-        let greeting = greeting.clone();
-        async move { greeting.to_string() }
-    })
-}
-
-/// Mounts [`hello`] on `/hello`.
-#[ixp_plugin(name = "hello-cost-plugin", version = "1.0.0")]
-struct HelloCost;
-
-impl Plugin for HelloCost {
-    type Config = NoConfig;
-    async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
-        Ok(HelloCost)
-    }
-    async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
-        ctx.http().route("/hello", hello())?;
-        Ok(())
-    }
-}
+#[path = "../benches/hello/mod.rs"]
+mod hello;
+use hello::{hello, HelloBench};
 
 /// Sends `requests` requests to `service`; returns how many were answered 200.
 async fn drive<S>(service: S, requests: u64) -> u64
@@ -93,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let server = IxpServer::builder()
             .catalog(ixp_core::Catalog::new())
-            .plugin::<HelloCost>(NoConfig {})
+            .plugin::<HelloBench>(NoConfig {})
             .build()?;
         server.start().await?;
         let inline = SubscribeOptions {
