@@ -929,7 +929,7 @@ fn describe(error: reqwest::Error) -> String {
 }
 
 /// `scheme://host[:port]/path` of the endpoint, without query or fragment.
-fn display_endpoint(endpoint: &str) -> String {
+pub(super) fn display_endpoint(endpoint: &str) -> String {
     match reqwest::Url::parse(endpoint) {
         Ok(mut url) => {
             url.set_query(None);

@@ -51,7 +51,7 @@ impl Millis {
 ///
 /// Only `endpoint` is required; see the [module docs](super) for an example and for
 /// what happens when the collector is slow or away.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct AnalyticsConfig {
     /// The collector's URL (`http://` or `https://`); batches are POSTed to it.
@@ -81,6 +81,26 @@ pub struct AnalyticsConfig {
     pub flush_timeout: Millis,
     /// The bus topics tracked (patterns such as `order.*` allowed).
     pub events: Vec<String>,
+}
+
+/// The endpoint is shown without its query, fragment and credentials (a key may sit
+/// there); `apiKey` is redacted by [`Secret`].
+impl std::fmt::Debug for AnalyticsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnalyticsConfig")
+            .field("endpoint", &super::client::display_endpoint(&self.endpoint))
+            .field("api_key", &self.api_key)
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("buffer_size", &self.buffer_size)
+            .field("max_retries", &self.max_retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("request_timeout", &self.request_timeout)
+            .field("flush_timeout", &self.flush_timeout)
+            .field("events", &self.events)
+            .finish()
+    }
 }
 
 impl Default for AnalyticsConfig {
@@ -273,5 +293,19 @@ mod tests {
         assert_eq!(config.violations(), Ok(()));
         assert_eq!(config.events, DEFAULT_EVENTS);
         assert_eq!(config.timing().flush_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn debug_shows_neither_the_endpoint_s_query_nor_the_api_key() {
+        let config = AnalyticsConfig {
+            endpoint: "https://user:pw@c.example/v1/batch?token=query-secret#frag".into(),
+            api_key: Some(Secret::new("key-secret".to_owned())),
+            ..AnalyticsConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("https://c.example/v1/batch"), "{shown}");
+        for secret in ["query-secret", "key-secret", "pw", "frag"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 }
