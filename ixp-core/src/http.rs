@@ -474,9 +474,7 @@ impl tower_service::Service<Request> for IxpService {
             .events
             .have_subscribers([RequestStarted::TOPIC, RequestCompleted::TOPIC]);
         if listening == [false, false] {
-            return Unobserved::new(self.shared.clone(), request, router)
-                .map(Ok)
-                .boxed();
+            return Unobserved::new(self.shared.clone(), request, router).boxed();
         }
         request_events(self.shared.clone(), request, router, listening)
             .map(Ok)
@@ -553,9 +551,9 @@ impl Unobserved {
 }
 
 impl Future for Unobserved {
-    type Output = Response;
+    type Output = Result<Response, Infallible>;
 
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
             let handled = match &mut this.step {
@@ -576,15 +574,17 @@ impl Future for Unobserved {
                         return Poll::Pending;
                     }
                     match std::mem::replace(&mut this.step, UnobservedStep::Done) {
-                        UnobservedStep::Reporting { response, .. } => return Poll::Ready(response),
+                        UnobservedStep::Reporting { response, .. } => {
+                            return Poll::Ready(Ok(response))
+                        }
                         _ => continue,
                     }
                 }
                 // Polled after it answered: nothing left to answer with.
-                UnobservedStep::Done => return Poll::Ready(internal_error()),
+                UnobservedStep::Done => return Poll::Ready(Ok(internal_error())),
             };
             if let Some(response) = this.handled(handled) {
-                return Poll::Ready(response);
+                return Poll::Ready(Ok(response));
             }
         }
     }
