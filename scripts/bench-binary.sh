@@ -85,7 +85,7 @@ RUNS = int(os.environ.get("RUNS", "20"))
 WRK_DURATION = os.environ.get("WRK_DURATION", "5s")
 WRK_CONNECTIONS = os.environ.get("WRK_CONNECTIONS", "16")
 WRK_ROUNDS = int(os.environ.get("WRK_ROUNDS", "3"))
-CALIBRATE_US = [float(x) for x in os.environ.get("CALIBRATE_US", "1 2").split()]
+CALIBRATE_US = sorted({float(x) for x in os.environ.get("CALIBRATE_US", "1 2").split()})
 POLL = 0.0005  # seconds between two /health/ready attempts (the resolution)
 # HTTP runs: the server on one CPU, wrk (and the analytics collector) on another, so
 # that the scheduler does not put them on one core mid-run. PIN=0 turns it off.

@@ -16,6 +16,8 @@ bin=target/release/examples/http_cost
 
 printf '%-14s %7s %13s %10s %10s\n' service path instructions D1-misses LL-misses
 for service in bare ixp ixp_events; do
-  per_unit "$service" /hello "$(counts "$bin" "$service" 10000)" \
-    "$(counts "$bin" "$service" 60000)" 50000
+  # Each run in a variable of its own: a failed one stops the script (set -e).
+  small=$(counts "$bin" "$service" 10000)
+  large=$(counts "$bin" "$service" 60000)
+  per_unit "$service" /hello "$small" "$large" 50000
 done

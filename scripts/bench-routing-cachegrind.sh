@@ -16,7 +16,9 @@ bin=target/release/examples/routing_cost
 printf '%-14s %7s %13s %10s %10s\n' path topics instructions D1-misses LL-misses
 for mode in direct emit_and_wait publisher; do
   for topics in 1 100 10000; do
-    per_unit "$mode" "$topics" "$(counts "$bin" "$topics" 20000 "$mode")" \
-      "$(counts "$bin" "$topics" 120000 "$mode")" 100000
+    # Each run in a variable of its own: a failed one stops the script (set -e).
+    small=$(counts "$bin" "$topics" 20000 "$mode")
+    large=$(counts "$bin" "$topics" 120000 "$mode")
+    per_unit "$mode" "$topics" "$small" "$large" 100000
   done
 done
