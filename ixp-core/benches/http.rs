@@ -25,12 +25,11 @@ use axum::http::Request;
 use axum::routing::get;
 use axum::{Json, Router};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ixp_core::events::{Delivery, Event, SubscribeOptions};
-use ixp_core::http::{IxpServer, RequestCompleted, RequestStarted};
-use ixp_core::{NoConfig, TypedEvent};
+use ixp_core::http::IxpServer;
+use ixp_core::NoConfig;
 use tower_service::Service;
 
-use hello::{hello, HelloBench};
+use hello::{hello, subscribe_request_events, HelloBench};
 
 /// Calls `service` with a new `GET path` per iteration.
 fn bench_get<S>(
@@ -80,21 +79,7 @@ fn http(c: &mut Criterion) {
     bench_get(&mut group, &rt, "ixp/hello", "/hello", server.service());
     bench_get(&mut group, &rt, "ixp/health", "/health", server.service());
 
-    let inline = SubscribeOptions {
-        delivery: Delivery::Inline,
-        ..SubscribeOptions::default()
-    };
-    let count = |event: Event| {
-        black_box(event.topic().len());
-        std::future::ready(())
-    };
-    let events = server.host().events();
-    let _started = events
-        .on_with(RequestStarted::TOPIC, inline, count)
-        .expect("valid topic");
-    let _completed = events
-        .on_with(RequestCompleted::TOPIC, inline, count)
-        .expect("valid topic");
+    let _subscriptions = subscribe_request_events(server.host().events()).expect("valid topics");
     bench_get(
         &mut group,
         &rt,

@@ -20,14 +20,13 @@ use std::hint::black_box;
 use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
-use ixp_core::events::{Delivery, Event, SubscribeOptions};
-use ixp_core::http::{IxpServer, RequestCompleted, RequestStarted};
-use ixp_core::{NoConfig, TypedEvent};
+use ixp_core::http::IxpServer;
+use ixp_core::NoConfig;
 use tower_service::Service;
 
 #[path = "../benches/hello/mod.rs"]
 mod hello;
-use hello::{hello, HelloBench};
+use hello::{hello, subscribe_request_events, HelloBench};
 
 /// Sends `requests` requests to `service`; returns how many were answered 200.
 async fn drive<S>(service: S, requests: u64) -> u64
@@ -71,22 +70,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .plugin::<HelloBench>(NoConfig {})
             .build()?;
         server.start().await?;
-        let inline = SubscribeOptions {
-            delivery: Delivery::Inline,
-            ..SubscribeOptions::default()
-        };
-        let count = |event: Event| {
-            black_box(event.topic().len());
-            std::future::ready(())
-        };
-        let events = server.host().events();
         let _subscriptions = if subscribed {
-            vec![
-                events.on_with(RequestStarted::TOPIC, inline, count)?,
-                events.on_with(RequestCompleted::TOPIC, inline, count)?,
-            ]
+            Some(subscribe_request_events(server.host().events())?)
         } else {
-            Vec::new()
+            None
         };
         let answered = drive(server.service(), requests).await;
         server.stop().await?;

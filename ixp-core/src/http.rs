@@ -590,7 +590,8 @@ impl Future for Unobserved {
     }
 }
 
-/// The answer to a request whose handler panicked.
+/// The 500 answer of a request whose handler panicked (or of a request future polled
+/// after it answered).
 fn internal_error() -> Response {
     (
         StatusCode::INTERNAL_SERVER_ERROR,
