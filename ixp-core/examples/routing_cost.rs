@@ -1,8 +1,12 @@
 //! The driver of `scripts/bench-routing-cachegrind.sh`: one synchronous subscription on
 //! each of TOPICS topics, then EVENTS events published in the `events/routing` bench's
 //! order (a stride through the topics), by `emit_and_wait`, through a `Publisher` per
-//! topic (`publisher`), or with no bus (`direct`: the event built and the topic's
-//! handler called directly, the baseline `direct_call_new_event`). Run under cachegrind at two event counts, the difference
+//! topic (`publisher`), by `emit` to subscriptions made with `Delivery::Inline`
+//! (`emit_inline`: the fire-and-forget path, handlers called by `emit` itself), by
+//! `emit` to queued subscriptions (`emit_queued`: each event sent to the subscription's
+//! queue and handled by its worker task; the publisher waits when a queue is full), or with
+//! no bus (`direct`: the event built and the topic's handler called directly, the
+//! baseline `direct_call_new_event`). Run under cachegrind at two event counts, the difference
 //! gives instructions and simulated cache misses per event: figures that do not depend
 //! on what the machine's neighbours do.
 //!
@@ -13,13 +17,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ixp_core::events::{Event, EventBus};
+use ixp_core::events::{Delivery, Event, EventBus, SubscribeOptions};
 
 /// Handler calls, printed at the end (so that nothing is optimised away).
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "usage: routing_cost TOPICS EVENTS [emit_and_wait|publisher|direct]";
+    let usage = "usage: routing_cost TOPICS EVENTS [emit_and_wait|publisher|emit_inline|emit_queued|direct]";
     let mut args = std::env::args().skip(1);
     let (Some(topics), Some(events)) = (args.next(), args.next()) else {
         return Err(usage.into());
@@ -28,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = match args.next().as_deref() {
         None | Some("emit_and_wait") => Path::EmitAndWait,
         Some("publisher") => Path::Publisher,
+        Some("emit_inline") => Path::EmitInline,
+        Some("emit_queued") => Path::EmitQueued,
         Some("direct") => Path::Direct,
         Some(_) => return Err(usage.into()),
     };
@@ -49,9 +55,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             return Ok(());
         }
+        let delivery = match path {
+            Path::EmitInline => Delivery::Inline,
+            _ => Delivery::Queued,
+        };
+        let options = SubscribeOptions {
+            delivery,
+            ..SubscribeOptions::default()
+        };
         let _subscriptions = names
             .iter()
-            .map(|topic| bus.on(topic, handler()))
+            .map(|topic| bus.on_with(topic, options, handler()))
             .collect::<Result<Vec<_>, _>>()?;
         if path == Path::Publisher {
             // Each looks its routes up on its first event (in both runs of the script, which
@@ -59,6 +73,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut publishers: Vec<_> = names.iter().map(|t| bus.publisher(t.as_str())).collect();
             for i in 0..events {
                 publishers[order(i)].emit_and_wait(i).await;
+            }
+        } else if matches!(path, Path::EmitInline | Path::EmitQueued) {
+            for i in 0..events {
+                bus.emit(&names[order(i)], i).await;
             }
         } else {
             for i in 0..events {
@@ -76,6 +94,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 enum Path {
     EmitAndWait,
     Publisher,
+    EmitInline,
+    EmitQueued,
     Direct,
 }
 

@@ -732,6 +732,35 @@ impl Route {
     }
 }
 
+/// A [`EventBus::hand_over`] as a future: done when it returns, as a rule.
+enum HandOver<'a> {
+    /// Every subscription got the event or was skipped; how many got it.
+    Done(usize),
+    /// A full queue of a subscription that waits for room: the rest, to await.
+    Waiting(BoxFuture<'a, usize>),
+}
+
+impl Future for HandOver<'_> {
+    type Output = usize;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+        match self.get_mut() {
+            HandOver::Done(handed) => Poll::Ready(*handed),
+            HandOver::Waiting(rest) => rest.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Where a hand-over stopped for room in a queue: what it had handed, the subscription
+/// whose queue is full and its event, the subscriptions after it and their event.
+struct Blocked {
+    handed: usize,
+    route: Route,
+    this: Event,
+    others: Vec<Route>,
+    event: Option<Event>,
+}
+
 /// The routes of one topic or one first segment: most have one subscription, held in
 /// place (one pointer less to follow than a `Vec`).
 type RouteList = SmallVec<[Route; 1]>;
@@ -1292,22 +1321,27 @@ impl EventBus {
     /// and back-pressure). Returns how many subscriptions it was queued for (or handed
     /// to, for inline ones).
     pub async fn emit<T: Payload>(&self, topic: &str, payload: T) -> usize {
-        let routes = self.inner.snapshot();
-        let (key, exact) = routes.exact_route(topic);
-        let event = self.event(Name::of(key, topic), payload);
-        let subs = routes.matching(exact, topic);
-        self.hand_over(&routes.taps, subs, topic, event, WhenFull::AsSubscribed)
-            .await
+        // The routes in a block of their own: not part of the future while it waits.
+        let handing = {
+            let routes = self.inner.snapshot();
+            let (key, exact) = routes.exact_route(topic);
+            let event = self.event(Name::of(key, topic), payload);
+            let subs = routes.matching(exact, topic);
+            self.hand_over(&routes.taps, subs, topic, event, WhenFull::AsSubscribed)
+        };
+        handing.await
     }
 
     /// Emits an already built event (its source is kept).
     pub async fn emit_event(&self, event: Event) -> usize {
-        let routes = self.inner.snapshot();
-        let topic = event.topic.clone();
-        let topic = topic.as_str();
-        let subs = routes.matching(routes.exact_subs(topic), topic);
-        self.hand_over(&routes.taps, subs, topic, event, WhenFull::AsSubscribed)
-            .await
+        let handing = {
+            let routes = self.inner.snapshot();
+            let topic = event.topic.clone();
+            let topic = topic.as_str();
+            let subs = routes.matching(routes.exact_subs(topic), topic);
+            self.hand_over(&routes.taps, subs, topic, event, WhenFull::AsSubscribed)
+        };
+        handing.await
     }
 
     /// Emits without ever waiting: a full queue is a counted, logged drop for that
@@ -1325,16 +1359,24 @@ impl EventBus {
 
     /// Hands `event` (on `topic`) to the subscriptions `subs` (those that match it, in
     /// delivery order), after showing it to `taps`: calls the inline ones, queues for
-    /// the others. The last one gets the event itself, the others a clone. Returns how
-    /// many got it.
-    async fn hand_over<'r>(
+    /// the others. The last one gets the event itself, the others a clone. Resolves to
+    /// how many got it.
+    ///
+    /// It does all it can now, in this call, and so borrows `subs` no longer than the
+    /// call: the publishing `async fn`s need not hold the routes (nor their guard) while
+    /// they wait, and their futures stay small (a publish in a request's future was
+    /// 856-896 bytes of its state, docs/performance.md). Only a full queue of a
+    /// subscription that waits for room ([`Overflow::Wait`], with
+    /// [`WhenFull::AsSubscribed`]) leaves something to wait for: that event and the rest
+    /// of the hand-over, boxed ([`HandOver::Waiting`]), in the same order.
+    fn hand_over<'r>(
         &self,
         taps: &[Tap],
         subs: impl Iterator<Item = &'r Route>,
         topic: &str,
         event: Event,
         when_full: WhenFull,
-    ) -> usize {
+    ) -> HandOver<'_> {
         show_taps(taps, &event);
         let mut handed = 0;
         let mut subs = subs.peekable();
@@ -1354,7 +1396,20 @@ impl EventBus {
                 self.call_inline(route, topic, this)
             } else if let Some(sender) = self.queue_of(&route.sub) {
                 match (when_full, route.sub.options.overflow) {
-                    (WhenFull::AsSubscribed, Overflow::Wait) => sender.send(this).await.is_ok(),
+                    (WhenFull::AsSubscribed, Overflow::Wait) => match sender.try_send(this) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        Err(mpsc::error::TrySendError::Full(this)) => {
+                            let rest = Blocked {
+                                handed,
+                                route: route.clone(),
+                                this,
+                                others: subs.cloned().collect(),
+                                event: event.take(),
+                            };
+                            return HandOver::Waiting(Box::pin(self.wait_for_room(rest)));
+                        }
+                    },
                     _ => self.try_queue(&route.sub, sender, this),
                 }
             } else {
@@ -1366,6 +1421,38 @@ impl EventBus {
                 // idling until the `Subscription` is dropped.
                 drop(route.sub.close());
             }
+        }
+        HandOver::Done(handed)
+    }
+
+    /// The rest of a [`hand_over`](Self::hand_over) that found a full queue: waits for
+    /// room in it, then hands the event to the subscriptions after it.
+    async fn wait_for_room(&self, rest: Blocked) -> usize {
+        let Blocked {
+            mut handed,
+            route,
+            this,
+            others,
+            event,
+        } = rest;
+        if let Some(sender) = route.sub.sender.get() {
+            handed += usize::from(sender.send(this).await.is_ok());
+        }
+        if route.once {
+            drop(route.sub.close());
+        }
+        if let Some(event) = event {
+            // The taps have seen it already.
+            let topic = event.topic.clone();
+            handed += self
+                .hand_over(
+                    &[],
+                    others.iter(),
+                    topic.as_str(),
+                    event,
+                    WhenFull::AsSubscribed,
+                )
+                .await;
         }
         handed
     }
@@ -1387,11 +1474,13 @@ impl EventBus {
     /// once would contend for.
     pub async fn publish<E: TypedEvent>(&self, event: E) -> usize {
         // `emit`, with the topic's static name in the event instead of the route's key.
-        let routes = self.inner.snapshot();
-        let subs = routes.matching(routes.exact_subs(E::TOPIC), E::TOPIC);
-        let event = self.event(Name::Static(E::TOPIC), event);
-        self.hand_over(&routes.taps, subs, E::TOPIC, event, WhenFull::AsSubscribed)
-            .await
+        let handing = {
+            let routes = self.inner.snapshot();
+            let subs = routes.matching(routes.exact_subs(E::TOPIC), E::TOPIC);
+            let event = self.event(Name::Static(E::TOPIC), event);
+            self.hand_over(&routes.taps, subs, E::TOPIC, event, WhenFull::AsSubscribed)
+        };
+        handing.await
     }
 
     /// Subscribes to a typed event; payloads from other processes are decoded from JSON.

@@ -465,7 +465,7 @@ impl tower_service::Service<Request> for IxpService {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let router = self.shared.routes.current();
+        let mut router = self.shared.routes.current();
         // Events nobody receives are not built (a request then costs no allocation for
         // them, nor a clock read, nor a request number: the counter is shared by every
         // thread); whether anyone listens is decided as the request starts.
@@ -473,10 +473,20 @@ impl tower_service::Service<Request> for IxpService {
             .shared
             .events
             .have_subscribers([RequestStarted::TOPIC, RequestCompleted::TOPIC]);
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let handling = Handling::new(&mut router, request);
+        let shared = self.shared.clone();
         if listening == [false, false] {
-            return Unobserved::new(self.shared.clone(), request, router).boxed();
+            return Unobserved {
+                shared,
+                method,
+                uri,
+                step: UnobservedStep::Handling(handling),
+            }
+            .boxed();
         }
-        request_events(self.shared.clone(), request, router, listening)
+        request_events(shared, method, uri, handling, listening)
             .map(Ok)
             .boxed()
     }
@@ -487,8 +497,48 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 /// The router's future of a request.
 type RouterFuture = <Router as tower_service::Service<Request>>::Future;
 
-/// The future of a request nobody subscribed the request events of: the router's
-/// future, panics caught, and an `error.occurred` for a panic or a 5xx answer.
+/// A request's handling: the router's future with panics caught, or the panic of
+/// routing it. Resolves to the answer or the panic.
+#[allow(clippy::large_enum_variant)] // part of the request's boxed future: a box of its own would be one more allocation per request
+enum Handling {
+    Routed(futures::future::CatchUnwind<AssertUnwindSafe<RouterFuture>>),
+    RoutingPanicked(Box<dyn std::any::Any + Send>),
+}
+
+impl Handling {
+    /// `request` routed now, handled when polled: an axum route calls its service on
+    /// the first poll.
+    fn new(router: &mut Router, request: Request) -> Self {
+        let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            tower_service::Service::call(router, request)
+        }));
+        match routed {
+            Ok(future) => Handling::Routed(AssertUnwindSafe(future).catch_unwind()),
+            Err(panic) => Handling::RoutingPanicked(panic),
+        }
+    }
+}
+
+impl Future for Handling {
+    type Output = std::thread::Result<Response>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Handling::Routed(future) => future.poll_unpin(cx).map(|handled| {
+                handled.map(|answer| match answer {
+                    Ok(response) => response,
+                    Err(infallible) => match infallible {},
+                })
+            }),
+            Handling::RoutingPanicked(panic) => {
+                Poll::Ready(Err(std::mem::replace(panic, Box::new(()))))
+            }
+        }
+    }
+}
+
+/// The future of a request nobody subscribed the request events of: its
+/// [`Handling`], and an `error.occurred` for a panic or a 5xx answer.
 ///
 /// Written by hand: it is boxed for every request, and as an `async fn` its state was
 /// ~1.5 KB (the request held by value at every level), over the allocator's per-thread
@@ -501,10 +551,7 @@ struct Unobserved {
 }
 
 enum UnobservedStep {
-    /// The router's future, panics caught.
-    Handling(futures::future::CatchUnwind<AssertUnwindSafe<RouterFuture>>),
-    /// Routing itself panicked.
-    RoutingPanicked(Box<dyn std::any::Any + Send>),
+    Handling(Handling),
     /// The request failed: its `error.occurred` is being published; then `response`.
     Reporting {
         response: Response,
@@ -514,26 +561,6 @@ enum UnobservedStep {
 }
 
 impl Unobserved {
-    fn new(shared: Arc<ServiceShared>, request: Request, mut router: Router) -> Self {
-        let method = request.method().clone();
-        let uri = request.uri().clone();
-        // Routed now, handled when polled: an axum route calls its service on the
-        // first poll.
-        let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            tower_service::Service::call(&mut router, request)
-        }));
-        let step = match routed {
-            Ok(future) => UnobservedStep::Handling(AssertUnwindSafe(future).catch_unwind()),
-            Err(panic) => UnobservedStep::RoutingPanicked(panic),
-        };
-        Self {
-            shared,
-            method,
-            uri,
-            step,
-        }
-    }
-
     /// The answer once handled; `None` while its `error.occurred` is to be published.
     fn handled(&mut self, handled: std::thread::Result<Response>) -> Option<Response> {
         let (response, error) = outcome(handled, &self.method, &self.uri);
@@ -557,17 +584,11 @@ impl Future for Unobserved {
         let this = self.get_mut();
         loop {
             let handled = match &mut this.step {
-                UnobservedStep::Handling(future) => {
-                    let Poll::Ready(handled) = future.poll_unpin(cx) else {
+                UnobservedStep::Handling(handling) => {
+                    let Poll::Ready(handled) = handling.poll_unpin(cx) else {
                         return Poll::Pending;
                     };
-                    handled.map(|answer| match answer {
-                        Ok(response) => response,
-                        Err(infallible) => match infallible {},
-                    })
-                }
-                UnobservedStep::RoutingPanicked(panic) => {
-                    Err(std::mem::replace(panic, Box::new(())))
+                    handled
                 }
                 UnobservedStep::Reporting { publishing, .. } => {
                     if publishing.poll_unpin(cx).is_pending() {
@@ -641,50 +662,53 @@ async fn publish_error(events: &EventBus, message: String) -> usize {
 
 /// A request with subscribers on `request.started` or `request.completed`
 /// (`listening`, in that order).
-async fn request_events(
+///
+/// Its state is boxed for every request and must stay under the allocator's
+/// per-thread cache (1,032 bytes; past it every request took `malloc`'s slow path,
+/// docs/performance.md): 800 bytes. So it takes the request routed ([`Handling`]) and
+/// awaits that in place (moved into an inner future, it would be held twice), and is a
+/// function returning an `async move` block, which uses what it captured in place (an
+/// `async fn` moves its arguments into locals, and its state held both: 1,208 bytes).
+#[allow(clippy::manual_async_fn)] // see above: as an `async fn` its state is 1.5x larger
+fn request_events(
     shared: Arc<ServiceShared>,
-    request: Request,
-    mut router: Router,
+    method: Method,
+    uri: Uri,
+    mut handling: Handling,
     listening: [bool; 2],
-) -> Response {
-    let events = &shared.events;
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let [on_started, on_completed] = listening;
-    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-    let started = on_completed.then(Instant::now);
-    if on_started {
-        let started = RequestStarted {
-            id,
-            method: method.as_str().to_owned(),
-            path: uri.path().to_owned(),
-        };
-        events.publish(started).await;
-    }
-    // One `error.occurred` per failed request: the panic, or else the 5xx answer.
-    let handled = async move {
-        match tower_service::Service::call(&mut router, request).await {
-            Ok(response) => response,
-            Err(infallible) => match infallible {},
+) -> impl Future<Output = Response> {
+    async move {
+        let events = &shared.events;
+        let [on_started, on_completed] = listening;
+        let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+        let started = on_completed.then(Instant::now);
+        if on_started {
+            let started = RequestStarted {
+                id,
+                method: method.as_str().to_owned(),
+                path: uri.path().to_owned(),
+            };
+            events.publish(started).await;
         }
-    };
-    let handled = AssertUnwindSafe(handled).catch_unwind().await;
-    let (response, error) = outcome(handled, &method, &uri);
-    if let Some(message) = error {
-        publish_error(events, message).await;
+        // One `error.occurred` per failed request: the panic, or else the 5xx answer.
+        let handled = (&mut handling).await;
+        let (response, error) = outcome(handled, &method, &uri);
+        if let Some(message) = error {
+            publish_error(events, message).await;
+        }
+        if let Some(started) = started {
+            let completed = RequestCompleted {
+                id,
+                method: method.as_str().to_owned(),
+                path: uri.path().to_owned(),
+                status: response.status().as_u16(),
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                response_size: response.body().size_hint().exact(),
+            };
+            events.publish(completed).await;
+        }
+        response
     }
-    if let Some(started) = started {
-        let completed = RequestCompleted {
-            id,
-            method: method.as_str().to_owned(),
-            path: uri.path().to_owned(),
-            status: response.status().as_u16(),
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            response_size: response.body().size_hint().exact(),
-        };
-        events.publish(completed).await;
-    }
-    response
 }
 
 async fn health(server: ServerHandle, cache: Arc<HealthCache>) -> Response {

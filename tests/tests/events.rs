@@ -262,6 +262,89 @@ async fn a_slow_subscriber_with_wait_applies_back_pressure_and_loses_nothing() {
     assert_eq!(handled.load(Ordering::SeqCst), 9);
 }
 
+/// An `emit` that finds a full queue waits there, then hands the event to the
+/// subscriptions after it, in order: an inline one is not called before the waiting
+/// one got the event, a `once` one that fired before is skipped, taps see the event
+/// once, and the count covers every subscription that got it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emit_waiting_for_room_still_reaches_the_subscriptions_after_the_full_queue() {
+    let bus = EventBus::new();
+    let tapped = Arc::new(AtomicUsize::new(0));
+    let t = tapped.clone();
+    bus.tap(move |_| {
+        t.fetch_add(1, Ordering::SeqCst);
+    });
+    let gate = Arc::new(Semaphore::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let (g, e) = (gate.clone(), entered.clone());
+    let _slow = bus
+        .on_with("work.slow", bounded(1, Overflow::Wait), move |_| {
+            let (g, e) = (g.clone(), e.clone());
+            async move {
+                e.fetch_add(1, Ordering::SeqCst);
+                g.acquire().await.expect("open").forget();
+            }
+        })
+        .expect("valid");
+    let inline = Arc::new(AtomicUsize::new(0));
+    let i = inline.clone();
+    let inline_options = SubscribeOptions {
+        delivery: Delivery::Inline,
+        ..SubscribeOptions::default()
+    };
+    let _inline = bus
+        .on_with("work.slow", inline_options, move |_| {
+            i.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(())
+        })
+        .expect("valid");
+    let once_options = SubscribeOptions {
+        once: true,
+        ..SubscribeOptions::default()
+    };
+    let (once_tx, mut once_rx) = mpsc::unbounded_channel();
+    let _once = bus
+        .on_with("work.*", once_options, move |_| {
+            once_tx.send(()).ok();
+            std::future::ready(())
+        })
+        .expect("valid");
+
+    // The first event in the slow handler, the second in its queue (of one).
+    assert_eq!(bus.emit("work.slow", 1u32).await, 3);
+    for _ in 0..400 {
+        if entered.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(entered.load(Ordering::SeqCst), 1, "the slow handler runs");
+    assert_eq!(bus.emit("work.slow", 2u32).await, 2, "`once` fired already");
+    let waiting = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.emit("work.slow", 3u32).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "the third emit waits for room");
+    assert_eq!(
+        inline.load(Ordering::SeqCst),
+        2,
+        "not before the full queue"
+    );
+    assert_eq!(tapped.load(Ordering::SeqCst), 3, "taps see it at once");
+
+    gate.add_permits(100);
+    let handed = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("room is made")
+        .expect("publisher");
+    assert_eq!(handed, 2, "the slow and the inline subscription");
+    assert_eq!(inline.load(Ordering::SeqCst), 3);
+    assert_eq!(tapped.load(Ordering::SeqCst), 3, "taps saw each event once");
+    assert_eq!(once_rx.recv().await, Some(()));
+    assert!(once_rx.try_recv().is_err(), "`once` got one event");
+}
+
 /// A queued subscription that is removed handles what was queued before, takes
 /// nothing after, and its worker ends; a publisher waiting for room in its full queue
 /// is let go (the event is not delivered) instead of waiting for a subscriber that is

@@ -160,14 +160,9 @@ impl Publisher {
     pub async fn emit<T: Payload>(&mut self, payload: T) -> usize {
         let (bus, kept, topic) = self.current();
         let event = bus.event(kept.name.clone(), payload);
-        bus.hand_over(
-            &kept.taps,
-            kept.subs.iter(),
-            topic,
-            event,
-            WhenFull::AsSubscribed,
-        )
-        .await
+        let subs = kept.subs.iter();
+        bus.hand_over(&kept.taps, subs, topic, event, WhenFull::AsSubscribed)
+            .await
     }
 
     /// [`EventBus::try_emit`] on this publisher's topic.
