@@ -23,7 +23,10 @@
 //! * Queues are bounded ([`SubscribeOptions::capacity`], 1024 by default). When a queue is
 //!   full, the subscription's [`Overflow`] policy applies: [`Overflow::Wait`] (the
 //!   default) makes `emit` wait for room, so a slow subscriber slows its publishers down
-//!   (back-pressure, nothing lost); [`Overflow::DropNewest`] drops the new event for that
+//!   (back-pressure, nothing lost), and the subscriptions after that one get the event
+//!   once it has room (an `emit` dropped while it waits, under a timeout say, delivers
+//!   the event neither to that subscription nor to those after it);
+//!   [`Overflow::DropNewest`] drops the new event for that
 //!   subscription, counts it ([`Subscription::dropped`]) and logs a warning. Nothing is
 //!   ever dropped silently.
 //! * After unsubscribing (dropping the [`Subscription`], [`EventBus::off`], or the host
