@@ -265,7 +265,8 @@ async fn a_slow_subscriber_with_wait_applies_back_pressure_and_loses_nothing() {
 /// An `emit` that finds a full queue waits there, then hands the event to the
 /// subscriptions after it, in order: an inline one is not called before the waiting
 /// one got the event, a `once` one that fired before is skipped, taps see the event
-/// once, and the count covers every subscription that got it.
+/// once, the count covers every subscription that got it, and an emit given up while
+/// it waits reaches none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emit_waiting_for_room_still_reaches_the_subscriptions_after_the_full_queue() {
     let bus = EventBus::new();
@@ -332,6 +333,10 @@ async fn an_emit_waiting_for_room_still_reaches_the_subscriptions_after_the_full
         "not before the full queue"
     );
     assert_eq!(tapped.load(Ordering::SeqCst), 3, "taps see it at once");
+    // An emit given up while it waits reaches neither the full queue nor what follows.
+    let given_up =
+        tokio::time::timeout(Duration::from_millis(50), bus.emit("work.slow", 4u32)).await;
+    assert!(given_up.is_err(), "the fourth emit waits too");
 
     gate.add_permits(100);
     let handed = tokio::time::timeout(Duration::from_secs(5), waiting)
@@ -339,8 +344,20 @@ async fn an_emit_waiting_for_room_still_reaches_the_subscriptions_after_the_full
         .expect("room is made")
         .expect("publisher");
     assert_eq!(handed, 2, "the slow and the inline subscription");
-    assert_eq!(inline.load(Ordering::SeqCst), 3);
-    assert_eq!(tapped.load(Ordering::SeqCst), 3, "taps saw each event once");
+    assert_eq!(inline.load(Ordering::SeqCst), 3, "not the given-up event");
+    assert_eq!(tapped.load(Ordering::SeqCst), 4, "taps saw each event once");
+    for _ in 0..400 {
+        if entered.load(Ordering::SeqCst) == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        3,
+        "the slow one got 1, 2 and 3"
+    );
     assert_eq!(once_rx.recv().await, Some(()));
     assert!(once_rx.try_recv().is_err(), "`once` got one event");
 }
