@@ -965,6 +965,54 @@ impl Table {
     }
 }
 
+/// Whether events on `N` topics would reach anything ([`EventBus::has_subscribers`]),
+/// kept between calls and looked up again only after the bus's subscriptions changed,
+/// as a [`Publisher`] keeps its routes: one atomic load per call otherwise. For a path
+/// that asks on every call from any thread (the HTTP front, for the request events, on
+/// every request: the look-up of both topics was ~250 instructions of it,
+/// `scripts/bench-http-cachegrind.sh`).
+#[cfg(feature = "http")]
+pub(crate) struct Listening<const N: usize> {
+    topics: [&'static str; N],
+    /// `version << N | answers` (bit `i` for `topics[i]`) as of that version of the
+    /// bus's subscriptions; [`Listening::UNKNOWN`] before the first look-up.
+    known: AtomicU64,
+}
+
+#[cfg(feature = "http")]
+impl<const N: usize> Listening<N> {
+    /// No answer kept yet (no version reaches it: it counts changes one by one).
+    const UNKNOWN: u64 = u64::MAX;
+
+    /// Answers for `topics`, looked up on first use.
+    pub(crate) const fn new(topics: [&'static str; N]) -> Self {
+        const { assert!(N < 16, "a few topics, so that the version keeps its bits") };
+        Self {
+            topics,
+            known: AtomicU64::new(Self::UNKNOWN),
+        }
+    }
+
+    /// Whether each topic has subscribers on `bus` now. `bus` must be the same bus at
+    /// every call (its version is what the answers are kept by).
+    pub(crate) fn on(&self, bus: &EventBus) -> [bool; N] {
+        // The version first: a change made meanwhile makes the next call look again.
+        let version = bus.inner.version.load(Ordering::Acquire) & (u64::MAX >> N);
+        let known = self.known.load(Ordering::Relaxed);
+        if known != Self::UNKNOWN && known >> N == version {
+            return std::array::from_fn(|i| known & (1 << i) != 0);
+        }
+        let routes = bus.inner.snapshot();
+        let answers = self.topics.map(|topic| routes.has_subscribers(topic));
+        let bits = answers
+            .iter()
+            .enumerate()
+            .fold(0, |bits, (i, &yes)| bits | (u64::from(yes) << i));
+        self.known.store(version << N | bits, Ordering::Relaxed);
+        answers
+    }
+}
+
 /// The bus's state. Changes go to `table`; publishers read `routes`, an immutable copy
 /// of it that is rebuilt on the first read after a change (so a burst of subscriptions,
 /// as when plugins start, costs one copy, not one per subscription).
@@ -1310,14 +1358,6 @@ impl EventBus {
     /// ```
     pub fn has_subscribers(&self, topic: &str) -> bool {
         self.inner.snapshot().has_subscribers(topic)
-    }
-
-    /// [`has_subscribers`](Self::has_subscribers) for several topics, from one look at
-    /// the routes (the HTTP front asks for both request events on every request).
-    #[cfg(feature = "http")]
-    pub(crate) fn have_subscribers<const N: usize>(&self, topics: [&str; N]) -> [bool; N] {
-        let routes = self.inner.snapshot();
-        topics.map(|topic| routes.has_subscribers(topic))
     }
 
     /// Emits an event without waiting for handlers (see the module docs for ordering
@@ -1829,6 +1869,44 @@ mod tests {
             }
         }));
         assert_eq!(report.handled, 0);
+    }
+
+    /// `Listening` answers as `has_subscribers` does after every kind of change to the
+    /// bus: exact, wildcard and `once` subscriptions made, fired and removed, a tap.
+    #[cfg(feature = "http")]
+    #[test]
+    fn listening_follows_every_change_of_the_bus_s_subscriptions() {
+        let bus = EventBus::new();
+        let listening = Listening::new(["a.b", "c.d"]);
+        let direct = |bus: &EventBus| ["a.b", "c.d"].map(|topic| bus.has_subscribers(topic));
+        let check = |bus: &EventBus, expected: [bool; 2]| {
+            // Twice: the second answer is the one kept.
+            assert_eq!(listening.on(bus), expected);
+            assert_eq!(listening.on(bus), expected);
+            assert_eq!(direct(bus), expected);
+        };
+        check(&bus, [false, false]);
+        let exact = bus.on("a.b", |_| std::future::ready(())).expect("valid");
+        check(&bus, [true, false]);
+        let wildcard = bus.on("c.*", |_| std::future::ready(())).expect("valid");
+        check(&bus, [true, true]);
+        drop(exact);
+        check(&bus, [false, true]);
+        drop(wildcard);
+        check(&bus, [false, false]);
+        let once = SubscribeOptions {
+            once: true,
+            delivery: Delivery::Inline,
+            ..SubscribeOptions::default()
+        };
+        let _once = bus
+            .on_with("c.d", once, |_| std::future::ready(()))
+            .expect("valid");
+        check(&bus, [false, true]);
+        assert_eq!(bus.try_emit("c.d", 1u8), 1);
+        check(&bus, [false, false]);
+        bus.tap(|_| {});
+        check(&bus, [true, true]);
     }
 
     /// The events of a subscribed exact topic carry its interned `&'static str`, one

@@ -1056,6 +1056,7 @@ impl ServerHandle {
     }
 
     /// How long `GET /health` reuses its answer (`server.health_cache`).
+    #[cfg(feature = "http")]
     pub(crate) fn health_cache(&self) -> Duration {
         self.shared
             .upgrade()

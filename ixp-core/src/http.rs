@@ -73,7 +73,7 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::events::{panic_message, ErrorOccurred, EventBus, TypedEvent};
+use crate::events::{panic_message, ErrorOccurred, EventBus, Listening, TypedEvent};
 use crate::health::HealthStatus;
 use crate::host::{Host, HostBuilder, HostError, ServerHandle};
 use crate::problem::CheckReport;
@@ -428,6 +428,7 @@ impl HttpRoutes {
             shared: Arc::new(ServiceShared {
                 routes: self.clone(),
                 events,
+                listening: Listening::new([RequestStarted::TOPIC, RequestCompleted::TOPIC]),
             }),
         }
     }
@@ -445,6 +446,8 @@ pub struct IxpService {
 struct ServiceShared {
     routes: HttpRoutes,
     events: EventBus,
+    /// Whether `request.started` and `request.completed` have subscribers on `events`.
+    listening: Listening<2>,
 }
 
 impl std::fmt::Debug for IxpService {
@@ -468,11 +471,9 @@ impl tower_service::Service<Request> for IxpService {
         let mut router = self.shared.routes.current();
         // Events nobody receives are not built (a request then costs no allocation for
         // them, nor a clock read, nor a request number: the counter is shared by every
-        // thread); whether anyone listens is decided as the request starts.
-        let listening = self
-            .shared
-            .events
-            .have_subscribers([RequestStarted::TOPIC, RequestCompleted::TOPIC]);
+        // thread); whether anyone listens is decided as the request starts (from an
+        // answer kept until the bus's subscriptions change: one atomic load).
+        let listening = self.shared.listening.on(&self.shared.events);
         let method = request.method().clone();
         let uri = request.uri().clone();
         let handling = Handling::new(&mut router, request);
