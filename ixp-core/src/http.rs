@@ -476,6 +476,8 @@ impl tower_service::Service<Request> for IxpService {
         let listening = self.shared.listening.on(&self.shared.events);
         let method = request.method().clone();
         let uri = request.uri().clone();
+        // `request.completed`'s duration counts from here, before routing.
+        let started = listening[1].then(Instant::now);
         let handling = Handling::new(&mut router, request);
         let shared = self.shared.clone();
         if listening == [false, false] {
@@ -487,7 +489,7 @@ impl tower_service::Service<Request> for IxpService {
             }
             .boxed();
         }
-        request_events(shared, method, uri, handling, listening)
+        request_events(shared, method, uri, started, handling, listening[0])
             .map(Ok)
             .boxed()
     }
@@ -661,8 +663,8 @@ async fn publish_error(events: &EventBus, message: String) -> usize {
         .await
 }
 
-/// A request with subscribers on `request.started` or `request.completed`
-/// (`listening`, in that order).
+/// A request with subscribers on `request.started` (`on_started`) or
+/// `request.completed` (`started` is when the request came in).
 ///
 /// Its state is boxed for every request and must stay under the allocator's
 /// per-thread cache (1,032 bytes; past it every request took `malloc`'s slow path,
@@ -675,14 +677,13 @@ fn request_events(
     shared: Arc<ServiceShared>,
     method: Method,
     uri: Uri,
+    started: Option<Instant>,
     mut handling: Handling,
-    listening: [bool; 2],
+    on_started: bool,
 ) -> impl Future<Output = Response> {
     async move {
         let events = &shared.events;
-        let [on_started, on_completed] = listening;
         let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-        let started = on_completed.then(Instant::now);
         if on_started {
             let started = RequestStarted {
                 id,
