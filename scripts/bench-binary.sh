@@ -14,11 +14,17 @@
 #     microseconds of busy work added to every /hello (default "1 2"; "" for none),
 #     i.e. what a given extra CPU per request costs in requests/s on this machine; and
 #     for every row how often wrk went to sleep per request (its voluntary context
-#     switches), which is what makes that cost grow faster than the CPU added.
+#     switches), which is what makes that cost grow faster than the CPU added;
+#   * with ANALYTICS_BATCH_SIZES (e.g. "1000"; default none), more rows of the analytics
+#     build with that batchSize (the default is 100): the difference is what a batch
+#     sent to the collector costs, rather than an event tracked. Every analytics row is
+#     followed by the events it sent and dropped (a build that dropped events would
+#     look cheaper).
 #
 #   bash scripts/bench-binary.sh
 #   RUNS=20 WRK_DURATION=5s WRK_CONNECTIONS=16 WRK_ROUNDS=3 CALIBRATE_US="1 2" bash scripts/bench-binary.sh
 #   SKIP_BUILD=1 bash scripts/bench-binary.sh   # measure again the binaries of the last run
+#   ANALYTICS_BATCH_SIZES=1000 WRK_ROUNDS=5 bash scripts/bench-binary.sh
 #
 # Needs wrk (Debian package `wrk`): installed with apt-get when missing. Every ixp-app
 # runs from a fresh temporary directory holding a copy of app-template/ixp.toml, on a
@@ -86,6 +92,9 @@ WRK_DURATION = os.environ.get("WRK_DURATION", "5s")
 WRK_CONNECTIONS = os.environ.get("WRK_CONNECTIONS", "16")
 WRK_ROUNDS = int(os.environ.get("WRK_ROUNDS", "3"))
 CALIBRATE_US = sorted({float(x) for x in os.environ.get("CALIBRATE_US", "1 2").split()})
+# More rows of the analytics build with another batchSize (the default is 100): what is
+# paid per batch sent (a request to the collector) rather than per event tracked.
+BATCH_SIZES = [int(x) for x in os.environ.get("ANALYTICS_BATCH_SIZES", "").split()]
 POLL = 0.0005  # seconds between two /health/ready attempts (the resolution)
 # HTTP runs: the server on one CPU, wrk (and the analytics collector) on another, so
 # that the scheduler does not put them on one core mid-run. PIN=0 turns it off.
@@ -126,15 +135,31 @@ def compiled_plugins(binary):
     text = subprocess.run([binary, "plugins"], capture_output=True, text=True).stdout
     return [l.split()[0] for l in text.splitlines()[1:] if l.strip()]
 
-def make_dir(binary):
+def make_dir(binary, batch_size=None):
     """A fresh directory with a copy of app-template/ixp.toml (plus what plugins of this
-    binary need to start)."""
+    binary need to start; analytics' batchSize if given)."""
     d = tempfile.mkdtemp(prefix="ixp-bench-")
     shutil.copy(os.path.join(root, "app-template", "ixp.toml"), d)
     if "analytics-plugin" in compiled_plugins(binary):
         with open(os.path.join(d, "ixp.toml"), "a") as f:
             f.write(f'\n[plugins.analytics-plugin]\nendpoint = "http://127.0.0.1:{sink_port}/collect"\n')
+            if batch_size is not None:
+                f.write(f"batchSize = {batch_size}\n")
     return d
+
+def analytics_counts(port):
+    """analytics-plugin's `sent` and `dropped` events from GET /health (None if absent)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            body = b""
+            while chunk := s.recv(65536):
+                body += chunk
+    except OSError:
+        return None
+    text = body.decode(errors="replace")
+    sent, dropped = re.search(r'"sent":\s*(\d+)', text), re.search(r'"dropped":\s*(\d+)', text)
+    return (int(sent.group(1)), int(dropped.group(1))) if sent and dropped else None
 
 def start(cmd, cwd, port, log):
     env = dict(os.environ, IXP_SERVER__PORT=str(port))
@@ -270,6 +295,15 @@ for name, binary in runnable.items():
     if not wait_ready(p, port, "/health/ready"):
         raise SystemExit(f"{name} did not start for the HTTP runs")
     servers.append((f"ixp-app ({name})", port, p))
+if "analytics" in runnable:
+    for n in BATCH_SIZES:
+        d = make_dir(runnable["analytics"], n)
+        dirs[f"analytics-batch{n}"] = d
+        port = free_port()
+        p = start(pinned(0, [runnable["analytics"], "run"]), d, port, log)
+        if not wait_ready(p, port, "/health/ready"):
+            raise SystemExit(f"analytics with batchSize {n} did not start; log in {out}/servers.log")
+        servers.append((f"ixp-app (analytics, batchSize {n})", port, p))
 port = free_port()
 p = start(pinned(0, [bare, str(port)]), out, port, log)
 if not wait_ready(p, port, "/hello"):
@@ -290,6 +324,12 @@ results = {(s[0], path): [] for s, path in targets}
 for _ in range(WRK_ROUNDS):
     for (label, port, server), path in targets:
         results[(label, path)].append(wrk(port, path, server.pid))
+# An analytics build that dropped events would look cheaper than one that sent them all.
+delivery = []
+time.sleep(1.1)  # past GET /health's cache (app-template/ixp.toml: health_cache = "1s")
+for label, port, _ in servers:
+    if "analytics" in label:
+        delivery.append((label, analytics_counts(port)))
 for _, _, p in servers:
     stop(p)
 stop(sink)
@@ -316,6 +356,11 @@ say("Server CPU per request: the server process's utime + stime (every thread, /
     "wrk sleeps per request: wrk's voluntary context switches over the requests it "
     "completed; each is a wake-up the server pays for when it answers.")
 say()
+for label, counts in delivery:
+    say(f"{label}: " + (f"{counts[0]} events sent to the collector, {counts[1]} dropped (its GET /health after the runs)."
+                        if counts else "no analytics counts in its GET /health."))
+if delivery:
+    say()
 with open(os.path.join(out, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
 for d in dirs.values():
