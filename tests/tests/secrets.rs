@@ -54,6 +54,43 @@ fn load(toml: &str) -> ixp_core::IxpConfig {
         .expect("loads")
 }
 
+#[test]
+fn a_config_file_that_does_not_parse_is_reported_without_its_lines() {
+    // Each breaks the line that holds the secret: an unterminated string, a value with
+    // no quotes, the key given twice, a bad table header after it.
+    let broken = [
+        (
+            format!("[plugins.vault-plugin]\nurl = \"x\"\ntoken = \"{SECRET}\n"),
+            3,
+        ),
+        (
+            format!("[plugins.vault-plugin]\nurl = \"x\"\ntoken = {SECRET}\n"),
+            3,
+        ),
+        (
+            format!("[plugins.vault-plugin]\ntoken = \"{SECRET}\"\ntoken = \"{SECRET}\"\n"),
+            3,
+        ),
+        (
+            format!("[plugins.vault-plugin]\ntoken = \"{SECRET}\"\n[plugins.other\n"),
+            3,
+        ),
+    ];
+    for (text, line) in broken {
+        let err = ConfigLoader::new()
+            .text(Format::Toml, &text)
+            .load()
+            .expect_err("does not parse");
+        let shown = format!("{err} / {err:?}");
+        assert!(!shown.contains(SECRET), "the secret leaked: {shown}");
+        assert!(
+            shown.contains("config file <inline> is not valid TOML")
+                && shown.contains(&format!("line {line}, column ")),
+            "{shown}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_appear_in_no_log_error_debug_or_plan() {
     let logs = CapturedLogs::install();

@@ -254,7 +254,7 @@ fn parse_text(format: Format, text: &str, origin: &str) -> Result<Value, ConfigE
         Format::Toml => toml::from_str::<Value>(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
             format: "TOML",
-            message: e.to_string().trim_end().to_owned(),
+            message: toml_message(&e, text),
         }),
         Format::Json => serde_json::from_str::<Value>(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
@@ -262,6 +262,25 @@ fn parse_text(format: Format, text: &str, origin: &str) -> Result<Value, ConfigE
             message: e.to_string(),
         }),
     }
+}
+
+/// The TOML parser's message with the line and column it points at, on one line. Not
+/// the error's `Display`: that quotes the source line, and a broken line may hold a
+/// secret (`token = "sk-live-...` without its closing quote).
+fn toml_message(error: &toml::de::Error, text: &str) -> String {
+    let message = error
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let Some(before) = error.span().and_then(|span| text.get(..span.start)) else {
+        return message;
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 /// Turns the TypeScript SDK's `plugins: [{name, module, enabled, config}]` list into the
