@@ -860,15 +860,7 @@ impl HostShared {
     /// hook timeout), services and tasks, and tells the stop listeners.
     async fn release_registrations(&self, i: usize) {
         let slot = &self.slots[i];
-        let drains = self.events.remove_owner(&slot.name);
-        if !drains.is_empty() {
-            let all = futures::future::join_all(drains);
-            if tokio::time::timeout(slot.hook_timeout, all).await.is_err() {
-                slot.ctx.logger().warn(
-                    "event handlers still busy after the hook timeout; their queues were abandoned",
-                );
-            }
-        }
+        self.drain_subscriptions(i).await;
         let services = self.services.remove_owner(&slot.name);
         #[cfg(feature = "http")]
         self.http.remove_owner(&slot.name);
@@ -882,6 +874,43 @@ impl HostShared {
             .unwrap_or_else(|p| p.into_inner());
         for listener in listeners.iter() {
             listener(&slot.name);
+        }
+    }
+
+    /// Removes the plugin's subscriptions and waits, up to the hook timeout, for their
+    /// queue workers to handle the events queued so far. Workers still busy then are
+    /// stopped (their queued events dropped, and logged), so that no handler of the
+    /// plugin runs once it has stopped.
+    async fn drain_subscriptions(&self, i: usize) {
+        let slot = &self.slots[i];
+        let mut workers = self.events.remove_owner(&slot.name);
+        if workers.is_empty() {
+            return;
+        }
+        let drained = futures::future::join_all(workers.iter_mut());
+        if tokio::time::timeout(slot.hook_timeout, drained)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let busy: Vec<_> = workers.into_iter().filter(|w| !w.is_finished()).collect();
+        for worker in &busy {
+            worker.abort();
+        }
+        // An aborted worker ends at its handler's next `.await`; one that never yields
+        // cannot be stopped, and is only said.
+        let ended = tokio::time::timeout(slot.hook_timeout, futures::future::join_all(busy));
+        let message = format!(
+            "event handlers still busy after the hook timeout ({:?}): their queued events were dropped",
+            slot.hook_timeout
+        );
+        if ended.await.is_ok() {
+            slot.ctx.logger().warn(message);
+        } else {
+            slot.ctx.logger().error(format!(
+                "{message}, and a handler still runs (it does not yield to be stopped)"
+            ));
         }
     }
 
@@ -914,11 +943,7 @@ impl HostShared {
     async fn stop_slot_keep(&self, i: usize) -> Result<(), HookFailure> {
         self.set_state(i, PluginState::Stopping);
         let slot = &self.slots[i];
-        let drains = self.events.remove_owner(&slot.name);
-        if !drains.is_empty() {
-            let _ =
-                tokio::time::timeout(slot.hook_timeout, futures::future::join_all(drains)).await;
-        }
+        self.drain_subscriptions(i).await;
         let result = self.run_hook(i, Hook::Stop).await;
         self.release_registrations(i).await;
         match &result {

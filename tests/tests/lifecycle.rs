@@ -363,3 +363,52 @@ async fn stop_removes_the_plugins_subscriptions_services_and_tasks() {
         "the plugin's task is still running"
     );
 }
+
+/// How many events [`SlowPlugin`]'s handler has finished.
+static SLOW_HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+/// A plugin whose queued handler takes 40 ms per event.
+#[ixp_core::ixp_plugin(name = "slow-plugin", version = "1.0.0")]
+struct SlowPlugin;
+
+impl Plugin for SlowPlugin {
+    type Config = NoConfig;
+
+    async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, ixp_core::BoxError> {
+        Ok(Self)
+    }
+
+    async fn start(&mut self, ctx: &PluginContext) -> Result<(), ixp_core::BoxError> {
+        ctx.events()
+            .on("slow.work", |_| async {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                SLOW_HANDLED.fetch_add(1, Ordering::SeqCst);
+            })?
+            .detach();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_handler_of_a_plugin_runs_once_its_stop_gave_up_waiting_for_its_queue() {
+    let (host, _) = new_host(
+        Catalog::new().with::<SlowPlugin>(),
+        "[plugins.slow-plugin]\nhook_timeout = \"150ms\"\n",
+    )
+    .expect("valid");
+    host.launch().await.expect("launch");
+    // 50 events of 40 ms each: far more than the 150 ms the stop waits for.
+    for _ in 0..50 {
+        host.events().emit("slow.work", ()).await;
+    }
+    host.stop().await.expect("stop");
+    let at_stop = SLOW_HANDLED.load(Ordering::SeqCst);
+    assert!(at_stop < 50, "the queue was not cut short: {at_stop}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        SLOW_HANDLED.load(Ordering::SeqCst),
+        at_stop,
+        "the plugin's handler still ran after the host stopped"
+    );
+    assert!(host.events().subscriptions().is_empty());
+}
