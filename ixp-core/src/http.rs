@@ -943,12 +943,35 @@ impl IxpServer {
     /// starting the plugins first if needed. Then it stops accepting, lets in-flight
     /// requests finish within `server.shutdown_timeout`, and stops the plugins in reverse
     /// dependency order.
+    ///
+    /// `shutdown` is watched from the start, while the plugins start too (so a signal
+    /// handler it installs is in place then): if it resolves before they have all
+    /// started, they finish starting (a start cut short would leave its hook running),
+    /// nothing is served, and they are stopped.
     pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> Result<(), ServeError>
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        let mut shutdown = Box::pin(shutdown);
         if !self.host.is_ready() {
-            self.host.launch().await.map_err(ServeError::Start)?;
+            let launch = self.host.launch();
+            tokio::pin!(launch);
+            let launched = tokio::select! {
+                launched = &mut launch => Some(launched),
+                () = &mut shutdown => None,
+            };
+            match launched {
+                Some(launched) => launched.map_err(ServeError::Start)?,
+                None => {
+                    tracing::info!(
+                        "shutdown requested while the plugins start: stopping them once started"
+                    );
+                    launch.await.map_err(ServeError::Start)?;
+                    self.host.stop().await.map_err(ServeError::Stop)?;
+                    tracing::info!("stopped");
+                    return Ok(());
+                }
+            }
         }
         let deadline = self.host.config().server().shutdown_timeout;
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();

@@ -336,3 +336,68 @@ async fn two_plugins_claiming_one_path_fail_to_start_naming_both() {
     let port = serve_router(&server).await;
     assert_eq!(get_path(port, "/items/1").await.0, 404);
 }
+
+/// Set by the shutdown future of the test below when it is first polled.
+static SHUTDOWN_WATCHED: AtomicBool = AtomicBool::new(false);
+/// Set when [`SlowStartPlugin`] stops.
+static SLOW_START_STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// A plugin whose start waits (up to 2 s) until the server watches its shutdown future,
+/// as a start that takes long while a SIGTERM arrives.
+#[ixp_plugin(name = "slow-start-plugin", version = "1.0.0")]
+struct SlowStartPlugin;
+
+impl Plugin for SlowStartPlugin {
+    type Config = NoConfig;
+
+    async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
+        Ok(Self)
+    }
+
+    async fn start(&mut self, _: &PluginContext) -> Result<(), BoxError> {
+        for _ in 0..200 {
+            if SHUTDOWN_WATCHED.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err("the shutdown future was not watched while the plugins started".into())
+    }
+
+    async fn stop(&mut self, _: &PluginContext) -> Result<(), BoxError> {
+        SLOW_START_STOPPED.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_while_the_plugins_start_stops_them_once_started_and_serves_nothing() {
+    let server = IxpServer::builder()
+        .catalog(Catalog::new())
+        .plugin::<SlowStartPlugin>(NoConfig {})
+        .build()
+        .expect("plan");
+    let host = server.host().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // `run`'s shutdown future installs the signal handlers when first polled: until
+    // then a SIGTERM kills the process, plugins unstopped.
+    let shutdown = async {
+        SHUTDOWN_WATCHED.store(true, Ordering::SeqCst);
+    };
+    tokio::time::timeout(Duration::from_secs(5), server.serve(listener, shutdown))
+        .await
+        .expect("serve returns")
+        .expect("started, then stopped");
+    assert!(SLOW_START_STOPPED.load(Ordering::SeqCst), "stop hook ran");
+    assert_eq!(
+        host.state("slow-start-plugin"),
+        Some(ixp_core::PluginState::Stopped)
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        "the listener was closed"
+    );
+}
