@@ -46,7 +46,7 @@ use tracing::Instrument;
 use crate::config::IxpConfig;
 use crate::context::{PluginContext, Registries};
 use crate::events::{panic_message, EventBus};
-use crate::health::{HealthReport, PluginHealth};
+use crate::health::{HealthReport, HealthStatus, PluginHealth};
 use crate::plan::{plan_with, Plan};
 use crate::plugin::{BoxError, Plugin, PluginMetadata};
 use crate::problem::CheckReport;
@@ -1076,7 +1076,10 @@ impl ServerHandle {
     pub async fn health(&self) -> HealthReport {
         match self.shared.upgrade() {
             Some(shared) => shared.health().await,
-            None => HealthReport::from_plugins(BTreeMap::new()),
+            None => HealthReport {
+                status: HealthStatus::Unhealthy,
+                plugins: BTreeMap::new(),
+            },
         }
     }
 

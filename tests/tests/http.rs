@@ -401,3 +401,22 @@ async fn a_shutdown_while_the_plugins_start_stops_them_once_started_and_serves_n
         "the listener was closed"
     );
 }
+
+#[tokio::test]
+async fn a_router_that_outlives_its_server_answers_unhealthy_and_not_ready() {
+    let server = IxpServer::builder()
+        .catalog(Catalog::new())
+        .config(health_cache("0s"))
+        .plugin::<RoutesPlugin>(NoConfig {})
+        .build()
+        .expect("plan");
+    let port = serve_router(&server).await;
+    server.start().await.expect("start");
+    assert_eq!(get_path(port, "/health").await.0, 200);
+    server.stop().await.expect("stop");
+    drop(server);
+    let (status, body) = get_path(port, "/health").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"status\":\"unhealthy\""), "{body}");
+    assert_eq!(get_path(port, "/health/ready").await.0, 503);
+}

@@ -495,7 +495,9 @@ pub struct ServerSettings {
     pub host: String,
     /// Port the HTTP front listens on.
     pub port: u16,
-    /// How long a graceful shutdown may take before the process exits anyway.
+    /// How long the requests in flight when a shutdown begins may take to finish; past
+    /// it they are cut off. The plugins are stopped after that, each bounded by its own
+    /// hook timeout (not by this one: a stop cut short could lose what it flushes).
     #[serde(with = "humantime_serde_compat")]
     #[schemars(with = "String")]
     pub shutdown_timeout: Duration,

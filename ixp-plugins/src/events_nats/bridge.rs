@@ -523,7 +523,7 @@ async fn publish_loop(
                 }
                 Err(Failure::Transient(error)) => {
                     let failures = stats.failures.fetch_add(1, Ordering::Relaxed);
-                    if failures % 20 == 0 {
+                    if failures.is_multiple_of(20) {
                         tracing::warn!(
                             target: "ixp_plugins::events_nats",
                             "publishing `{}` failed ({error}); retrying",
@@ -656,7 +656,7 @@ async fn consume_jetstream(
                 }
             }
             Err(e) => {
-                if attempt % 20 == 0 {
+                if attempt.is_multiple_of(20) {
                     tracing::warn!(target: "ixp_plugins::events_nats", "JetStream consumer `{durable}`: {e}; retrying");
                 }
             }

@@ -322,7 +322,7 @@ impl Sender {
                 Err((documents, error)) => {
                     *batch = documents;
                     let failures = self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
-                    if failures % 20 == 0 {
+                    if failures.is_multiple_of(20) {
                         tracing::warn!(
                             "elasticsearch transport: `_bulk` to {} failed ({error}); retrying {} document(s)",
                             self.url,
