@@ -217,3 +217,39 @@ async fn a_full_buffer_drops_and_counts_and_health_says_so_then_recovers() {
         "no record stored twice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_bulk_request_is_logged_without_the_hosts_password() {
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = std::env::temp_dir().join(ixp_tests::unique_name("ixp-es-userinfo"));
+    // Nothing listens on port 1: every `_bulk` request fails, and the first failure is
+    // logged (by the console and file transports, not by the failing one).
+    let mut config = es_config("http://elastic:hunter2@127.0.0.1:1".into(), "logs", |es| {
+        es.flush_timeout_ms = 300;
+    });
+    config
+        .transports
+        .push(Transport::File(ixp_plugins::logging::FileTransport {
+            filename: dir.join("app.log"),
+            ..Default::default()
+        }));
+    let host = launch(config).await;
+    tracing::info!(target: "es_test", "a record for the unreachable server");
+    let service = host
+        .services()
+        .get::<LogService>("logger")
+        .expect("logger service");
+    let stats = service.elasticsearch_stats()[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.failed_requests.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    host.stop().await.expect("stop");
+    let logged = std::fs::read_to_string(dir.join("app.log")).expect("log file");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        logged.contains("`_bulk` to http://127.0.0.1:1/_bulk failed"),
+        "{logged}"
+    );
+    assert!(!logged.contains("hunter2"), "{logged}");
+}

@@ -138,7 +138,11 @@ impl EmailConfig {
                 "smtp.host",
                 format!(
                     "`{}` is not a host name or IP address (no scheme, user or path)",
-                    smtp.host
+                    // What precedes an `@` may be a user and password: not shown.
+                    match smtp.host.rsplit_once('@') {
+                        Some((_, host)) => format!("…@{host}"),
+                        None => smtp.host.clone(),
+                    }
                 ),
             ));
         }
@@ -226,6 +230,24 @@ pub(crate) fn parse_mailbox(text: &str) -> Result<Mailbox, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_with_a_user_is_refused_without_showing_the_password() {
+        let config = EmailConfig {
+            smtp: SmtpConfig {
+                host: "apikey:SG.hunter2@smtp.example.com".into(),
+                ..SmtpConfig::default()
+            },
+            ..EmailConfig::default()
+        };
+        let problems = config.violations().expect_err("a user is refused");
+        let shown = format!("{problems:?}");
+        assert!(
+            shown.contains("`…@smtp.example.com` is not a host name"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

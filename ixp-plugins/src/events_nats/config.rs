@@ -101,7 +101,10 @@ impl EventsNatsConfig {
                 if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
                     found.push(ConfigViolation::new(
                         "url",
-                        format!("`{url}`: the scheme must be nats://, tls://, ws:// or wss://"),
+                        format!(
+                            "`{}`: the scheme must be nats://, tls://, ws:// or wss://",
+                            super::bridge::display_url(url)
+                        ),
                     ));
                 }
             }
@@ -231,7 +234,22 @@ pub(crate) fn topic_matches(pattern: &str, topic: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::topic_matches;
+    use super::{topic_matches, EventsNatsConfig};
+
+    #[test]
+    fn a_rejected_url_is_shown_without_its_user_and_password() {
+        let config = EventsNatsConfig {
+            url: "http://bridge:hunter2@nats:4222".into(),
+            ..EventsNatsConfig::default()
+        };
+        let problems = config.violations().expect_err("http:// is refused");
+        let shown = format!("{problems:?}");
+        assert!(
+            shown.contains("`http://nats:4222`: the scheme must be"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 
     #[test]
     fn patterns_match_like_the_bus() {

@@ -279,7 +279,10 @@ impl LoggingConfig {
                     if !(es.host.starts_with("http://") || es.host.starts_with("https://")) {
                         found.push(ConfigViolation::new(
                             at("host"),
-                            format!("`{}` must be an http:// or https:// URL", es.host),
+                            format!(
+                                "`{}` must be an http:// or https:// URL",
+                                super::without_userinfo(&es.host)
+                            ),
                         ));
                     }
                     if es.index.is_empty()
@@ -341,6 +344,21 @@ fn regex_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_elasticsearch_host_that_is_no_url_is_refused_without_its_password() {
+        let config: LoggingConfig = serde_json::from_value(serde_json::json!({
+            "transports": [{"type": "elasticsearch", "host": "elastic:hunter2@es:9200", "index": "logs"}]
+        }))
+        .expect("parses");
+        let problems = config.violations().expect_err("no scheme");
+        let shown = format!("{problems:?}");
+        assert!(
+            shown.contains("`es:9200` must be an http:// or https:// URL"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 
     #[test]
     fn sizes_parse_like_the_guide() {

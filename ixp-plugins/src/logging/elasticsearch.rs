@@ -132,7 +132,7 @@ pub fn start(
         .timeout(Duration::from_millis(config.request_timeout_ms))
         .build()
         .map_err(|e| TransportError {
-            host: config.host.clone(),
+            host: super::without_userinfo(&config.host),
             message: e.to_string(),
         })?;
     let (queue, receiver) = mpsc::channel(config.buffer_size.max(1));
@@ -140,6 +140,7 @@ pub fn start(
     let sender = Sender {
         client,
         url: format!("{}/_bulk", config.host.trim_end_matches('/')),
+        shown_url: super::without_userinfo(&format!("{}/_bulk", config.host.trim_end_matches('/'))),
         index: config.index.clone(),
         auth: match (&config.api_key, &config.username) {
             (Some(key), _) => Auth::ApiKey(key.clone()),
@@ -247,6 +248,8 @@ enum Auth {
 struct Sender {
     client: reqwest::Client,
     url: String,
+    /// `url` without its user and password, for the logs.
+    shown_url: String,
     index: String,
     auth: Auth,
     batch_size: usize,
@@ -325,7 +328,7 @@ impl Sender {
                     if failures.is_multiple_of(20) {
                         tracing::warn!(
                             "elasticsearch transport: `_bulk` to {} failed ({error}); retrying {} document(s)",
-                            self.url,
+                            self.shown_url,
                             batch.len()
                         );
                     }

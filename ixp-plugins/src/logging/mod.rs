@@ -293,6 +293,7 @@ fn without_userinfo(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}{}", &url[..scheme + 3], &url[at + 1..])
         }
+        (None, Some(at)) => url[at + 1..].to_owned(),
         _ => url.to_owned(),
     }
 }
