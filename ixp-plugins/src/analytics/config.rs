@@ -54,7 +54,10 @@ impl Millis {
 #[derive(Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct AnalyticsConfig {
-    /// The collector's URL (`http://` or `https://`); batches are POSTed to it.
+    /// The collector's URL (`http://` or `https://`); batches are POSTed to it. Shown
+    /// (in `Debug` and in the effective config `ixp-app check` prints) without query,
+    /// fragment, user or password: a key may travel in them.
+    #[serde(serialize_with = "serialize_shown_endpoint")]
     pub endpoint: String,
     /// Sent as `Authorization: Bearer <apiKey>`; no `Authorization` header when absent.
     pub api_key: Option<Secret>,
@@ -101,6 +104,14 @@ impl std::fmt::Debug for AnalyticsConfig {
             .field("events", &self.events)
             .finish()
     }
+}
+
+/// `endpoint` as [`AnalyticsConfig`] shows it.
+fn serialize_shown_endpoint<S: serde::Serializer>(
+    endpoint: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&super::client::display_endpoint(endpoint))
 }
 
 impl Default for AnalyticsConfig {
@@ -266,6 +277,20 @@ impl AnalyticsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_effective_config_shows_the_endpoint_without_its_query_or_credentials() {
+        let config = AnalyticsConfig {
+            endpoint: "https://user:hunter2@c.example/v1/batch?key=hunter2".into(),
+            ..AnalyticsConfig::default()
+        };
+        let shown = serde_json::to_string(&config).expect("serializes");
+        assert!(
+            shown.contains("\"endpoint\":\"https://c.example/v1/batch\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 
     #[test]
     fn durations_are_milliseconds_or_text() {

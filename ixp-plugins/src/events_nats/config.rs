@@ -37,11 +37,13 @@ impl Default for JetStreamConfig {
     }
 }
 
-/// Configuration of `events-nats-plugin`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+/// Configuration of `events-nats-plugin`. Its `Debug` and `Serialize` (the effective
+/// config `ixp-app check` prints) show `url` without user and password.
+#[derive(Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct EventsNatsConfig {
     /// The NATS server(s), comma-separated, e.g. `nats://127.0.0.1:4222`.
+    #[serde(serialize_with = "serialize_shown_url")]
     pub url: String,
     /// The event topics bridged, as bus patterns (`user.*`, `order.**`, `audit.login`).
     pub topics: Vec<String>,
@@ -65,6 +67,29 @@ pub struct EventsNatsConfig {
     pub flush_timeout_ms: u64,
     /// JetStream (at-least-once) settings.
     pub jetstream: JetStreamConfig,
+}
+
+/// `url` as [`EventsNatsConfig`] shows it: each server without user and password.
+fn serialize_shown_url<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&super::bridge::display_url(url))
+}
+
+impl std::fmt::Debug for EventsNatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsNatsConfig")
+            .field("url", &super::bridge::display_url(&self.url))
+            .field("topics", &self.topics)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("instance_id", &self.instance_id)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("token", &self.token)
+            .field("buffer_size", &self.buffer_size)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("flush_timeout_ms", &self.flush_timeout_ms)
+            .field("jetstream", &self.jetstream)
+            .finish()
+    }
 }
 
 impl Default for EventsNatsConfig {
@@ -249,6 +274,20 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn debug_and_the_effective_config_show_the_url_without_credentials() {
+        let config = EventsNatsConfig {
+            url: "nats://bridge:hunter2@a:4222, nats://b:4222".into(),
+            ..EventsNatsConfig::default()
+        };
+        let serialized = serde_json::to_string(&config).expect("serializes");
+        let debug = format!("{config:?}");
+        for shown in [&serialized, &debug] {
+            assert!(shown.contains("nats://a:4222,nats://b:4222"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 
     #[test]

@@ -131,10 +131,12 @@ impl Default for FileTransport {
 /// request is retried with backoff; records wait in a bounded buffer, and when it is
 /// full new records are dropped and counted (the caller never waits); stop sends what
 /// is left.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ElasticsearchTransport {
-    /// The server, e.g. `http://127.0.0.1:9200`.
+    /// The server, e.g. `http://127.0.0.1:9200`. Shown (in `Debug` and in the effective
+    /// config `ixp-app check` prints) without a user and password.
+    #[serde(serialize_with = "serialize_shown_host")]
     pub host: String,
     /// The index documents go to.
     pub index: String,
@@ -155,6 +157,31 @@ pub struct ElasticsearchTransport {
     pub request_timeout_ms: u64,
     /// The longest stop waits to send what is left, in milliseconds.
     pub flush_timeout_ms: u64,
+}
+
+/// `host` as [`ElasticsearchTransport`] shows it: without user and password.
+fn serialize_shown_host<S: serde::Serializer>(
+    host: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&super::without_userinfo(host))
+}
+
+impl std::fmt::Debug for ElasticsearchTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElasticsearchTransport")
+            .field("host", &super::without_userinfo(&self.host))
+            .field("index", &self.index)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("api_key", &self.api_key)
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("buffer_size", &self.buffer_size)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("flush_timeout_ms", &self.flush_timeout_ms)
+            .finish()
+    }
 }
 
 impl Default for ElasticsearchTransport {
@@ -358,6 +385,23 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn debug_and_the_effective_config_show_the_host_without_credentials() {
+        let config = LoggingConfig {
+            transports: vec![Transport::Elasticsearch(ElasticsearchTransport {
+                host: "https://elastic:hunter2@es:9200".into(),
+                ..ElasticsearchTransport::default()
+            })],
+            ..LoggingConfig::default()
+        };
+        let serialized = serde_json::to_string(&config).expect("serializes");
+        let debug = format!("{config:?}");
+        for shown in [&serialized, &debug] {
+            assert!(shown.contains("https://es:9200"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 
     #[test]
