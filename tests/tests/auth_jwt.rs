@@ -517,3 +517,25 @@ async fn protection_survives_a_restart_and_matches_whole_segments() {
         assert_eq!(is_protected(prefix, path), expected, "{prefix} {path}");
     }
 }
+
+#[test]
+fn durations_past_what_the_clocks_can_add_are_problems() {
+    let report = problems(&format!(
+        "[plugins.auth-plugin]\ntype = \"jwt\"\nsecret = \"{SECRET}\"\nleeway = \"2h\"\nexpiresIn = \"100years\"\n"
+    ));
+    for expected in [
+        "plugins.auth-plugin.leeway: must be at most 1h",
+        "plugins.auth-plugin.expiresIn: must be at most 3650 days",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in\n{report}"
+        );
+    }
+    assert_eq!(
+        problems(&format!(
+            "[plugins.auth-plugin]\ntype = \"jwt\"\nsecret = \"{SECRET}\"\nleeway = \"1h\"\nexpiresIn = \"3650days\"\n"
+        )),
+        ""
+    );
+}

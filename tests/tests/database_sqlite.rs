@@ -245,3 +245,18 @@ async fn a_broken_migration_fails_start_with_the_directory_and_cause() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_connect_timeout_sqlite_cannot_take_is_a_problem_not_a_crashed_worker() {
+    let report = problems(
+        "[plugins.database-plugin]\ntype = \"sqlite\"\nfilename = \"x.db\"\nconnectTimeoutMs = 2147483648\n",
+    );
+    assert!(
+        report.contains(
+            "plugins.database-plugin.connectTimeoutMs: must be at most 2147483647 (about 24 days)"
+        ),
+        "{report}"
+    );
+    let at_most = "[plugins.database-plugin]\ntype = \"sqlite\"\nfilename = \"x.db\"\nconnectTimeoutMs = 2147483647\n";
+    assert_eq!(problems(at_most), "");
+}

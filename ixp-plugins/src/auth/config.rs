@@ -124,6 +124,12 @@ impl Default for AuthConfig {
     }
 }
 
+/// The longest `leeway`: clock skew allowed between servers, not a second lifetime.
+const MAX_LEEWAY: Duration = Duration::from_secs(3600);
+/// The longest `expiresIn`, `loginTimeout` and `sessionTtl`: far past any real use, far
+/// from the overflow of the clocks they are added to.
+const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 /// Parses a `"24h"` style duration.
 pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
@@ -157,10 +163,19 @@ impl AuthConfig {
             ("loginTimeout", &self.login_timeout),
             ("sessionTtl", &self.session_ttl),
         ] {
+            let (most, most_text) = if field == "leeway" {
+                (MAX_LEEWAY, "1h")
+            } else {
+                (MAX_DURATION, "3650 days")
+            };
             match duration(text) {
                 Ok(d) if d.is_zero() && field != "leeway" => {
                     found.push(ConfigViolation::new(field, "must be longer than 0"))
                 }
+                Ok(d) if d > most => found.push(ConfigViolation::new(
+                    field,
+                    format!("must be at most {most_text}"),
+                )),
                 Ok(_) => {}
                 Err(message) => found.push(ConfigViolation::new(field, message)),
             }

@@ -18,6 +18,9 @@ pub enum DatabaseType {
     Mongodb,
 }
 
+/// The longest `connectTimeoutMs` (SQLite's busy timeout is an `i32` of milliseconds).
+const MAX_CONNECT_TIMEOUT_MS: u64 = i32::MAX as u64;
+
 impl DatabaseType {
     /// The Cargo feature that compiles this backend in.
     pub fn feature(self) -> &'static str {
@@ -207,6 +210,12 @@ impl DatabaseConfig {
             found.push(ConfigViolation::new(
                 "connectTimeoutMs",
                 "must be at least 1",
+            ));
+        } else if self.connect_timeout_ms > MAX_CONNECT_TIMEOUT_MS {
+            // SQLite takes it as its busy timeout, a signed 32-bit count of ms.
+            found.push(ConfigViolation::new(
+                "connectTimeoutMs",
+                format!("must be at most {MAX_CONNECT_TIMEOUT_MS} (about 24 days)"),
             ));
         }
         match self.kind {

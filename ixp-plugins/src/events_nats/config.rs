@@ -69,6 +69,9 @@ pub struct EventsNatsConfig {
     pub jetstream: JetStreamConfig,
 }
 
+/// The most events the bridge may hold (`bufferSize`): its queue is made that size.
+const MAX_BUFFER_SIZE: usize = 10_000_000;
+
 /// `url` as [`EventsNatsConfig`] shows it: each server without user and password.
 fn serialize_shown_url<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&super::bridge::display_url(url))
@@ -193,6 +196,12 @@ impl EventsNatsConfig {
                 found.push(ConfigViolation::new(field, "must be at least 1"));
             }
         }
+        if self.buffer_size > MAX_BUFFER_SIZE {
+            found.push(ConfigViolation::new(
+                "bufferSize",
+                format!("must be at most {MAX_BUFFER_SIZE}"),
+            ));
+        }
         let js = &self.jetstream;
         if js.enabled && self.instance_id.is_none() && js.durable.is_none() {
             found.push(ConfigViolation::new(
@@ -274,6 +283,16 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn a_buffer_its_queue_cannot_be_made_of_is_a_problem() {
+        let config = EventsNatsConfig {
+            buffer_size: usize::MAX,
+            ..EventsNatsConfig::default()
+        };
+        let problems = format!("{:?}", config.violations().expect_err("too large"));
+        assert!(problems.contains("must be at most 10000000"), "{problems}");
     }
 
     #[test]

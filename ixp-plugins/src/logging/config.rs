@@ -159,6 +159,12 @@ pub struct ElasticsearchTransport {
     pub flush_timeout_ms: u64,
 }
 
+/// The most records one `_bulk` request may carry (`batchSize`).
+const MAX_ES_BATCH_SIZE: usize = 100_000;
+/// The most records the Elasticsearch transport may hold (`bufferSize`): its queue is
+/// made that size.
+pub(crate) const MAX_BUFFER_SIZE: usize = 10_000_000;
+
 /// `host` as [`ElasticsearchTransport`] shows it: without user and password.
 fn serialize_shown_host<S: serde::Serializer>(
     host: &str,
@@ -334,6 +340,17 @@ impl LoggingConfig {
                             found.push(ConfigViolation::new(at(field), "must be at least 1"));
                         }
                     }
+                    for (field, value, most) in [
+                        ("batchSize", es.batch_size, MAX_ES_BATCH_SIZE),
+                        ("bufferSize", es.buffer_size, MAX_BUFFER_SIZE),
+                    ] {
+                        if value > most {
+                            found.push(ConfigViolation::new(
+                                at(field),
+                                format!("must be at most {most}"),
+                            ));
+                        }
+                    }
                     if es.buffer_size < es.batch_size {
                         found.push(ConfigViolation::new(
                             at("bufferSize"),
@@ -385,6 +402,18 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn sizes_a_queue_or_a_batch_cannot_be_made_of_are_problems() {
+        let config: LoggingConfig = serde_json::from_value(serde_json::json!({
+            "transports": [{"type": "elasticsearch", "host": "http://es:9200", "index": "logs",
+                            "batchSize": 10_000_000_000_u64, "bufferSize": 10_000_000_000_u64}]
+        }))
+        .expect("parses");
+        let problems = format!("{:?}", config.violations().expect_err("too large"));
+        assert!(problems.contains("must be at most 100000"), "{problems}");
+        assert!(problems.contains("must be at most 10000000"), "{problems}");
     }
 
     #[test]

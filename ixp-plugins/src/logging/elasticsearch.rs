@@ -266,7 +266,7 @@ struct BulkOutcome {
 
 impl Sender {
     async fn run(self, mut queue: mpsc::Receiver<Document>) {
-        let mut batch: Vec<Document> = Vec::with_capacity(self.batch_size);
+        let mut batch: Vec<Document> = Vec::with_capacity(self.batch_size.min(1024));
         let mut reported_drops = 0;
         loop {
             match queue.recv().await {
