@@ -225,6 +225,52 @@ fn profiles_are_selected_by_ixp_env() {
 }
 
 #[test]
+fn a_profile_the_file_lacks_is_an_error_naming_the_profiles_it_has() {
+    let toml = "[server]\nport = 3001\n[profiles.production.server]\nport = 80\n[profiles.test.server]\nport = 81\n";
+    let err = ConfigLoader::new()
+        .text(Format::Toml, toml)
+        .env_vars([("IXP_ENV", "prod")])
+        .load()
+        .expect_err("a typo");
+    assert_eq!(
+        err.to_string(),
+        "config file <inline>: IXP_ENV names the profile `prod`, which is not in `profiles` (it has: production, test)"
+    );
+    let err = ConfigLoader::new()
+        .text(Format::Toml, toml)
+        .profile("staging")
+        .load()
+        .expect_err("not there either");
+    assert!(
+        err.to_string()
+            .contains("ConfigLoader::profile names the profile `staging`"),
+        "{err}"
+    );
+    // `development` is the root settings: no profile of that name is needed.
+    let development = ConfigLoader::new()
+        .text(Format::Toml, toml)
+        .env_vars([("IXP_ENV", "development")])
+        .load()
+        .expect("the root settings");
+    assert_eq!(development.server().port, 3001);
+    // A file without profiles takes any name (nothing to pick from).
+    let plain = ConfigLoader::new()
+        .text(Format::Toml, "[server]\nport = 3002\n")
+        .env_vars([("IXP_ENV", "production")])
+        .load()
+        .expect("no profiles at all");
+    assert_eq!(plain.server().port, 3002);
+    let err = ConfigLoader::new()
+        .text(Format::Toml, "profiles = 3\n")
+        .load()
+        .expect_err("not a table");
+    assert!(
+        err.to_string().contains("`profiles` must be a table"),
+        "{err}"
+    );
+}
+
+#[test]
 fn parse_errors_name_the_file_and_position() {
     let dir = std::env::temp_dir().join(format!("ixp-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

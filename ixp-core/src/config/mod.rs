@@ -33,7 +33,9 @@
 //!
 //! 1. the file (TOML by default; JSON when the name ends in `.json`);
 //! 2. the profile named by `IXP_ENV` (default `development`): `[profiles.<name>]` is
-//!    merged over the root, key by key;
+//!    merged over the root, key by key. A profile named that the file's `profiles`
+//!    lacks is an error (a typo would otherwise run on the root settings), except
+//!    `development`, which the root settings are;
 //! 3. `${VAR}` and `${VAR:-default}` in string values are replaced (`$${` writes a
 //!    literal `${`); an unset variable without default is a problem of the check;
 //! 4. environment overrides: `IXP_SERVER__PORT=4000`,
@@ -59,6 +61,9 @@ use crate::problem::{closest, Problem};
 
 /// The environment variable that selects the profile.
 pub const PROFILE_VAR: &str = "IXP_ENV";
+/// The profile when none is asked for: the file's root settings, with its
+/// `[profiles.development]` merged over them if it has one.
+const DEFAULT_PROFILE: &str = "development";
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "IXP_";
 /// Keys of a plugin section that the host reads; the rest is the plugin's config.
@@ -212,21 +217,47 @@ impl ConfigLoader {
         };
         normalize_plugin_list(map, &origin)?;
 
-        let profile = self
-            .profile
-            .or_else(|| {
+        let (asked_by, asked) = match self.profile {
+            Some(profile) => ("ConfigLoader::profile", Some(profile)),
+            None => (
+                PROFILE_VAR,
                 env.iter()
                     .find(|(k, _)| k == PROFILE_VAR)
-                    .map(|(_, v)| v.clone())
-            })
-            .unwrap_or_else(|| "development".to_owned());
-        if let Some(Value::Object(profiles)) = map.remove("profiles") {
-            if let Some(overlay) = profiles.get(&profile) {
-                let mut overlay = overlay.clone();
-                if let Value::Object(o) = &mut overlay {
-                    normalize_plugin_list(o, &origin)?;
+                    .map(|(_, v)| v.clone()),
+            ),
+        };
+        let profile = asked.clone().unwrap_or_else(|| DEFAULT_PROFILE.to_owned());
+        match map.remove("profiles") {
+            None => {}
+            Some(Value::Object(profiles)) => match profiles.get(&profile) {
+                Some(overlay) => {
+                    let mut overlay = overlay.clone();
+                    if let Value::Object(o) = &mut overlay {
+                        normalize_plugin_list(o, &origin)?;
+                    }
+                    merge(&mut root, overlay);
                 }
-                merge(&mut root, overlay);
+                // A profile asked for by name that the file lacks is most likely a typo
+                // (`prod` for `production`): running on the root settings instead would
+                // go unnoticed. The root settings are the `development` profile.
+                None if asked.is_some() && profile != DEFAULT_PROFILE => {
+                    let have: Vec<&str> = profiles.keys().map(String::as_str).collect();
+                    return Err(ConfigError::Shape {
+                        origin,
+                        message: format!(
+                            "{asked_by} names the profile `{profile}`, which is not in `profiles` (it has: {})",
+                            if have.is_empty() { "none".to_owned() } else { have.join(", ") }
+                        ),
+                    });
+                }
+                None => {}
+            },
+            Some(_) => {
+                return Err(ConfigError::Shape {
+                    origin,
+                    message: "`profiles` must be a table of profiles (`[profiles.production]`)"
+                        .into(),
+                });
             }
         }
 
