@@ -107,6 +107,8 @@ pub(crate) struct Bridge {
     receiver: JoinHandle<()>,
     shared: Arc<Shared>,
     flush_timeout: Duration,
+    /// Counts what a stop could not publish (`lost`).
+    stats: Arc<BridgeStats>,
 }
 
 /// `nats://user:pass@host:4222` -> `nats://host:4222`, for logs, errors and health.
@@ -144,6 +146,7 @@ impl Bridge {
         ctx: &PluginContext,
         stats: Arc<BridgeStats>,
     ) -> Result<Self, String> {
+        let kept_stats = stats.clone();
         // With JetStream the instance must keep its name across restarts (its durable
         // consumer and the origin of its unacknowledged events); the config check
         // requires `instanceId` or `jetstream.durable` there.
@@ -323,6 +326,7 @@ impl Bridge {
             receiver,
             shared,
             flush_timeout: Duration::from_millis(config.flush_timeout_ms),
+            stats: kept_stats,
         })
     }
 
@@ -363,10 +367,25 @@ impl Bridge {
             .is_err()
         {
             self.publisher.abort();
+            // What was queued when the stop began, as a floor: the publisher may have
+            // held one more when it was aborted.
             lost = pending_before;
+            self.stats.lost.fetch_add(lost as u64, Ordering::Relaxed);
         }
         self.receiver.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+        // Core NATS publishes into the client's buffer: what is still there is only sent
+        // by this flush.
+        match tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                target: "ixp_plugins::events_nats",
+                "flushing the NATS client at stop failed ({e}): events published just before may be lost"
+            ),
+            Err(_) => tracing::warn!(
+                target: "ixp_plugins::events_nats",
+                "flushing the NATS client at stop took over 2 s: events published just before may be lost"
+            ),
+        }
         lost
     }
 }
