@@ -253,3 +253,48 @@ async fn a_failing_bulk_request_is_logged_without_the_hosts_password() {
     );
     assert!(!logged.contains("hunter2"), "{logged}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_gives_up_on_a_server_that_never_answers_counts_what_it_lost() {
+    let _global = ixp_tests::global_log_lock().await;
+    // Accepts connections, reads, never answers: each `_bulk` request hangs until its
+    // 30 s timeout, far past the stop's 300 ms.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let accepting = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = es_config(format!("http://127.0.0.1:{port}"), "logs", |es| {
+        es.batch_size = 5;
+        es.flush_interval_ms = 10;
+        es.request_timeout_ms = 30_000;
+        es.flush_timeout_ms = 300;
+    });
+    let host = launch(config).await;
+    let service = host
+        .services()
+        .get::<LogService>("logger")
+        .expect("logger service");
+    let stats = service.elasticsearch_stats()[0].clone();
+    const N: u64 = 20;
+    for seq in 0..N {
+        tracing::info!(target: "es_test", seq, "record {seq}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await; // the first batch is in flight
+    let started = Instant::now();
+    host.stop().await.expect("stop");
+    let took = started.elapsed();
+    accepting.abort();
+    assert!(took < Duration::from_secs(2), "the stop took {took:?}");
+    assert_eq!(stats.sent.load(Ordering::SeqCst), 0);
+    // The test's 20 records and whatever the host logged meanwhile: none sent, each lost
+    // (counted), none dropped.
+    let lost = stats.lost.load(Ordering::SeqCst);
+    assert!(lost >= N, "lost {lost}");
+    assert_eq!(stats.dropped.load(Ordering::SeqCst), 0);
+}

@@ -59,6 +59,8 @@ pub struct TransportStats {
     pub last_drop_ms: AtomicU64,
     last_error: Mutex<Option<String>>,
     stop_deadline: Mutex<Option<Instant>>,
+    /// Told when `stop_deadline` is set: a request in flight then gets the deadline too.
+    stopping: tokio::sync::Notify,
 }
 
 impl TransportStats {
@@ -190,6 +192,7 @@ impl ElasticsearchSender {
             .stop_deadline
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.flush_timeout);
+        self.stats.stopping.notify_waiters();
         let mut task = self.task;
         let grace = self.flush_timeout + Duration::from_secs(2);
         if tokio::time::timeout(grace, &mut task).await.is_err() {
@@ -297,7 +300,26 @@ impl Sender {
     async fn deliver(&self, batch: &mut Vec<Document>) {
         let mut attempt: u32 = 0;
         while !batch.is_empty() {
-            match self.bulk(std::mem::take(batch)).await {
+            if self
+                .stats
+                .deadline()
+                .is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                self.give_up(batch);
+                return;
+            }
+            let sending = batch.len();
+            let Some(outcome) = self
+                .within_stop_deadline(self.bulk(std::mem::take(batch)))
+                .await
+            else {
+                self.stats.lost.fetch_add(sending as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    "elasticsearch transport: {sending} document(s) still being sent at the stop deadline"
+                );
+                return;
+            };
+            match outcome {
                 Ok(outcome) => {
                     self.stats
                         .sent
@@ -340,19 +362,51 @@ impl Sender {
                 .min(Duration::from_secs(5));
             if let Some(deadline) = self.stats.deadline() {
                 if Instant::now() + delay > deadline {
-                    self.stats
-                        .lost
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    tracing::warn!(
-                        "elasticsearch transport: {} document(s) could not be sent before the stop deadline",
-                        batch.len()
-                    );
-                    batch.clear();
+                    self.give_up(batch);
                     return;
                 }
             }
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// `request`'s outcome, or `None` if a stop's deadline passed first (set before or
+    /// while it runs): the stop would abort this task, and what it held would be lost
+    /// uncounted.
+    async fn within_stop_deadline<T>(
+        &self,
+        request: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(request);
+        loop {
+            // Registered before the deadline is read: a stop setting it meanwhile wakes it.
+            let stopping = self.stats.stopping.notified();
+            tokio::pin!(stopping);
+            stopping.as_mut().enable();
+            match self.stats.deadline() {
+                Some(deadline) => {
+                    return tokio::time::timeout_at(deadline.into(), &mut request)
+                        .await
+                        .ok();
+                }
+                None => tokio::select! {
+                    outcome = &mut request => return Some(outcome),
+                    () = &mut stopping => {}
+                },
+            }
+        }
+    }
+
+    /// Counts `batch` as lost (the stop deadline passed) and empties it.
+    fn give_up(&self, batch: &mut Vec<Document>) {
+        self.stats
+            .lost
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            "elasticsearch transport: {} document(s) could not be sent before the stop deadline",
+            batch.len()
+        );
+        batch.clear();
     }
 
     async fn bulk(&self, batch: Vec<Document>) -> Result<BulkOutcome, (Vec<Document>, String)> {

@@ -171,6 +171,7 @@ impl LoggingPlugin {
                     "sent": stats.sent.load(Ordering::Relaxed),
                     "dropped": dropped,
                     "rejected": stats.rejected.load(Ordering::Relaxed),
+                    "lost": stats.lost.load(Ordering::Relaxed),
                     "failedRequests": stats.failed_requests.load(Ordering::Relaxed),
                     "lastError": last_error,
                 }),
