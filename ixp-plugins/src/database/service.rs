@@ -297,11 +297,21 @@ fn describe(config: &DatabaseConfig) -> String {
     match config.kind {
         DatabaseType::Sqlite => format!("sqlite {}", config.filename.display()),
         DatabaseType::Postgresql | DatabaseType::Mongodb => match &config.connection_string {
-            Some(_) => format!(
-                "{} (connectionString)/{}",
-                config.kind.as_str(),
-                config.effective_database()
-            ),
+            Some(url) => {
+                let (hosts, database) = connection_target(url.expose());
+                // What each backend connects to: PostgreSQL the string's database (its
+                // server's default without one); MongoDB `database`, else the string's,
+                // else `ixp` (see `mongo::connect`).
+                let database = match config.kind {
+                    DatabaseType::Mongodb => config
+                        .database
+                        .as_deref()
+                        .or(database)
+                        .unwrap_or(config.effective_database()),
+                    _ => database.unwrap_or("(the server's default database)"),
+                };
+                format!("{} {hosts}/{database}", config.kind.as_str())
+            }
             None => format!(
                 "{} {}:{}/{}",
                 config.kind.as_str(),
@@ -310,5 +320,63 @@ fn describe(config: &DatabaseConfig) -> String {
                 config.effective_database()
             ),
         },
+    }
+}
+
+/// The hosts and the database a connection string names, without its user, password or
+/// options (`postgres://u:pw@db:5432/app?sslmode=require` -> `db:5432`, `app`), for
+/// messages and logs.
+fn connection_target(url: &str) -> (&str, Option<&str>) {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    (hosts, Some(path).filter(|path| !path.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_string_is_described_by_its_hosts_and_database_only() {
+        let described = |kind, url: &str, database: Option<&str>| {
+            describe(&DatabaseConfig {
+                kind,
+                connection_string: Some(ixp_core::Secret::new(url)),
+                database: database.map(str::to_owned),
+                ..DatabaseConfig::default()
+            })
+        };
+        assert_eq!(
+            described(
+                DatabaseType::Postgresql,
+                "postgres://app:hunter2@db:5432/orders?sslmode=require",
+                None
+            ),
+            "postgresql db:5432/orders"
+        );
+        assert_eq!(
+            described(DatabaseType::Postgresql, "postgres://db", None),
+            "postgresql db/(the server's default database)"
+        );
+        assert_eq!(
+            described(
+                DatabaseType::Mongodb,
+                "mongodb://u:hunter2@a:1,b:2/shop?w=1",
+                None
+            ),
+            "mongodb a:1,b:2/shop"
+        );
+        assert_eq!(
+            described(DatabaseType::Mongodb, "mongodb://a:1/shop", Some("other")),
+            "mongodb a:1/other"
+        );
+        assert_eq!(
+            described(DatabaseType::Mongodb, "mongodb://a:1", None),
+            "mongodb a:1/ixp"
+        );
     }
 }
