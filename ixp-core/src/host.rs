@@ -647,7 +647,8 @@ impl Host {
                         failures.push((shared.slots[i].name.to_string(), f));
                     }
                 }
-                PluginState::Stopped => {}
+                // Stopped with its value kept: a dependent of a restart that failed.
+                PluginState::Stopped => shared.drop_instance(i).await,
                 _ => {
                     shared.release(i).await;
                     if shared.state(i) != PluginState::Failed {

@@ -412,3 +412,56 @@ async fn no_handler_of_a_plugin_runs_once_its_stop_gave_up_waiting_for_its_queue
     );
     assert!(host.events().subscriptions().is_empty());
 }
+
+/// Set when a [`Dependent`] value is dropped.
+static DEPENDENT_DROPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A plugin whose `restart` fails.
+#[ixp_core::ixp_plugin(name = "unrestartable", version = "1.0.0")]
+struct Unrestartable;
+
+impl Plugin for Unrestartable {
+    type Config = NoConfig;
+
+    async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, ixp_core::BoxError> {
+        Ok(Self)
+    }
+
+    async fn restart(&mut self, _: &PluginContext) -> Result<(), ixp_core::BoxError> {
+        Err("cannot restart".into())
+    }
+}
+
+/// A plugin that depends on [`Unrestartable`] and says when it is dropped.
+#[ixp_core::ixp_plugin(name = "dependent", version = "1.0.0", dependencies = ["unrestartable"])]
+struct Dependent(SetOnDrop);
+
+impl Plugin for Dependent {
+    type Config = NoConfig;
+
+    async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, ixp_core::BoxError> {
+        Ok(Self(SetOnDrop(&DEPENDENT_DROPPED)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_drops_the_dependents_a_failed_restart_left_stopped() {
+    let host = ixp_core::Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<Unrestartable>(NoConfig {})
+        .plugin::<Dependent>(NoConfig {})
+        .build()
+        .expect("valid");
+    host.launch().await.expect("launch");
+    host.restart("unrestartable")
+        .await
+        .expect_err("its restart fails");
+    assert_eq!(host.state("dependent"), Some(PluginState::Stopped));
+    host.stop().await.expect("stop");
+    // The host is still alive: the value was dropped by the stop, not by the host's drop.
+    assert!(
+        DEPENDENT_DROPPED.load(Ordering::SeqCst),
+        "the dependent's value outlived the stop"
+    );
+    drop(host);
+}
