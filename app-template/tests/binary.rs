@@ -137,6 +137,21 @@ fn plugins_lists_every_compiled_in_plugin_with_its_feature() {
     let out = app(&["plugins"]);
     assert!(out.status.success());
     let stdout = text(&out.stdout);
+    // Columns line up, however many features a plugin lists (database-plugin has three).
+    let deps_at = stdout
+        .lines()
+        .next()
+        .and_then(|header| header.find("DEPENDENCIES"))
+        .expect("header");
+    for line in stdout.lines().skip(1) {
+        let deps = line.get(deps_at..).unwrap_or_default();
+        assert!(
+            deps == "-"
+                || deps.starts_with("logging-plugin")
+                || deps.starts_with("database-plugin"),
+            "{line:?} in\n{stdout}"
+        );
+    }
     let cache = stdout
         .lines()
         .find(|l| l.starts_with("cache-plugin "))

@@ -167,14 +167,15 @@ fn check_command(catalog: &Catalog, config: &IxpConfig) -> ExitCode {
     }
 }
 
-/// The table `ixp-app plugins` prints.
+/// The table `ixp-app plugins` prints: one row per compiled-in plugin, columns as wide
+/// as their longest cell.
 pub fn plugins_table(catalog: &Catalog) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<24} {:<10} {:<36} DEPENDENCIES",
-        "NAME", "VERSION", "FEATURE"
-    );
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "VERSION".to_owned(),
+        "FEATURE".to_owned(),
+        "DEPENDENCIES".to_owned(),
+    ]];
     for registration in catalog.registrations() {
         let meta = registration.metadata();
         let mut deps: Vec<String> = meta.dependencies.iter().map(|d| (*d).to_owned()).collect();
@@ -188,13 +189,23 @@ pub fn plugins_table(catalog: &Catalog) -> String {
         } else {
             deps.join(", ")
         };
-        let _ = writeln!(
-            out,
-            "{:<24} {:<10} {:<36} {deps}",
-            meta.name,
-            meta.version,
-            meta.feature.unwrap_or("(application)"),
-        );
+        rows.push([
+            meta.name.to_owned(),
+            meta.version.to_owned(),
+            meta.feature.unwrap_or("(application)").to_owned(),
+            deps,
+        ]);
+    }
+    let width = |column: usize| {
+        rows.iter()
+            .map(|row| row[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (name, version, feature) = (width(0), width(1), width(2));
+    let mut out = String::new();
+    for [n, v, f, d] in &rows {
+        let _ = writeln!(out, "{n:<name$}  {v:<version$}  {f:<feature$}  {d}");
     }
     out
 }
