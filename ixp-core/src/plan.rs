@@ -251,7 +251,7 @@ pub(crate) fn plan_with(
 
     // Config problems found while loading, except those under disabled plugins.
     for problem in config.problems() {
-        let under_disabled = problem_path(problem).is_some_and(|path| {
+        let under_disabled = problem.config_path().is_some_and(|path| {
             disabled.iter().any(|d| {
                 let prefix = format!("plugins.{d}");
                 path == prefix || path.starts_with(&format!("{prefix}."))
@@ -390,7 +390,7 @@ pub(crate) fn plan_with(
     }
 
     if !problems.is_empty() {
-        return Err(CheckReport::new(problems));
+        return Err(CheckReport::new(problems).with_origins(|path| config.origin_of(path)));
     }
 
     let mut position = vec![0usize; enabled.len()];
@@ -416,15 +416,6 @@ pub(crate) fn plan_with(
         });
     }
     Ok(Plan { plugins, disabled })
-}
-
-fn problem_path(problem: &Problem) -> Option<&str> {
-    match problem {
-        Problem::InvalidConfig { path, .. }
-        | Problem::UnknownConfigKey { path, .. }
-        | Problem::MissingEnvVar { path, .. } => Some(path),
-        _ => None,
-    }
 }
 
 /// Kahn's algorithm (ties broken by name, which is the index order); on cycles, one

@@ -128,10 +128,25 @@ fn suggestion_hint(suggestion: &Option<String>) -> String {
     }
 }
 
+impl Problem {
+    /// The config path the problem is about, for the problems that have one.
+    pub(crate) fn config_path(&self) -> Option<&str> {
+        match self {
+            Problem::InvalidConfig { path, .. }
+            | Problem::UnknownConfigKey { path, .. }
+            | Problem::MissingEnvVar { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 /// Every problem the start-up check found, each once. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckReport {
     problems: Vec<Problem>,
+    /// Per problem, where its value was set when not in the file's root (an environment
+    /// variable, a profile): said after it, since the file does not show that value.
+    origins: Vec<Option<String>>,
 }
 
 impl CheckReport {
@@ -153,7 +168,20 @@ impl CheckReport {
                 unique.push(problem);
             }
         }
-        Self { problems: unique }
+        Self {
+            problems: unique,
+            origins: Vec::new(),
+        }
+    }
+
+    /// Notes where each problem's value was set, as `origin_of` its path says.
+    pub(crate) fn with_origins<'a>(mut self, origin_of: impl Fn(&str) -> Option<&'a str>) -> Self {
+        self.origins = self
+            .problems
+            .iter()
+            .map(|p| p.config_path().and_then(&origin_of).map(str::to_owned))
+            .collect();
+        self
     }
 
     /// The problems.
@@ -175,8 +203,11 @@ impl fmt::Display for CheckReport {
             "the plugin composition has {n} problem{}; nothing was started:",
             if n == 1 { "" } else { "s" }
         )?;
-        for problem in &self.problems {
+        for (i, problem) in self.problems.iter().enumerate() {
             write!(f, "\n  - {problem}")?;
+            if let Some(Some(origin)) = self.origins.get(i) {
+                write!(f, " (set by {origin})")?;
+            }
         }
         Ok(())
     }

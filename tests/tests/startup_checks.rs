@@ -377,3 +377,42 @@ fn problems_are_values_that_can_be_matched() {
         Problem::MissingDependency { plugin, dependency, .. } if plugin == "needs-database" && dependency == "database-plugin"
     ));
 }
+
+#[test]
+fn a_problem_with_a_value_the_file_does_not_hold_says_where_it_was_set() {
+    let toml = "[server]\nport = 3001\n[plugins.cache-plugin]\nttl = 10\n[profiles.production.plugins.cache-plugin]\nmaxSize = 0\n";
+    let config = toml_config_env(
+        toml,
+        [
+            ("IXP_ENV", "production"),
+            ("IXP_SERVER__PROT", "4000"),
+            ("IXP_PLUGINS__CACHE_PLUGIN__TTL", "abc"),
+            ("IXP_PLUGINS__CACHE_PLUGIN__MAXSIZE_TYPO", "1"),
+        ],
+    );
+    let report = check(&Catalog::new().with::<CachePlugin>(), &config)
+        .expect_err("problems")
+        .to_string();
+    for expected in [
+        "server.prot: unknown key; did you mean `port`? (set by `IXP_SERVER__PROT`)",
+        "(set by `IXP_PLUGINS__CACHE_PLUGIN__TTL`)",
+        "(set by `IXP_PLUGINS__CACHE_PLUGIN__MAXSIZE_TYPO`)",
+        "plugins.cache-plugin.maxSize: must be at least 1 (set by `profiles.production`)",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in\n{report}"
+        );
+    }
+    // A value from the file itself says nothing more.
+    let report = check(
+        &Catalog::new().with::<CachePlugin>(),
+        &toml_config("[plugins.cache-plugin]\nmaxSize = 0\n"),
+    )
+    .expect_err("problems")
+    .to_string();
+    assert!(
+        report.ends_with("plugins.cache-plugin.maxSize: must be at least 1"),
+        "{report}"
+    );
+}

@@ -227,6 +227,7 @@ impl ConfigLoader {
             ),
         };
         let profile = asked.clone().unwrap_or_else(|| DEFAULT_PROFILE.to_owned());
+        let mut origins = Vec::new();
         match map.remove("profiles") {
             None => {}
             Some(Value::Object(profiles)) => match profiles.get(&profile) {
@@ -235,6 +236,10 @@ impl ConfigLoader {
                     if let Value::Object(o) = &mut overlay {
                         normalize_plugin_list(o, &origin)?;
                     }
+                    let mut set = Vec::new();
+                    leaf_paths(&overlay, "", &mut set);
+                    let from = format!("`profiles.{profile}`");
+                    origins.extend(set.into_iter().map(|path| (path, from.clone())));
                     merge(&mut root, overlay);
                 }
                 // A profile asked for by name that the file lacks is most likely a typo
@@ -264,9 +269,10 @@ impl ConfigLoader {
         let lookup = |var: &str| env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone());
         let mut missing = Vec::new();
         interpolate::walk(&mut root, &mut String::new(), &lookup, &mut missing);
-        let created = apply_env_overrides(&mut root, &env);
+        let created = apply_env_overrides(&mut root, &env, &mut origins);
 
         let mut config = IxpConfig::from_tree(root, file_path, profile, missing)?;
+        config.origins = origins;
         for path in created {
             if let [plugins, name, rest @ ..] = path.as_slice() {
                 if plugins == "plugins" && !rest.is_empty() {
@@ -388,7 +394,13 @@ fn normalized(key: &str) -> String {
 
 /// Applies the overrides; returns the paths whose last key did not exist and was
 /// created (its spelling may still need to be matched to a config field's name).
-fn apply_env_overrides(root: &mut Value, env: &[(String, String)]) -> Vec<Vec<String>> {
+/// Applies the `IXP_...__...` overrides; returns the paths of the keys they created, and
+/// records in `origins` the path each one set.
+fn apply_env_overrides(
+    root: &mut Value,
+    env: &[(String, String)],
+    origins: &mut Vec<(String, String)>,
+) -> Vec<Vec<String>> {
     let mut created = Vec::new();
     let mut overrides: Vec<&(String, String)> = env
         .iter()
@@ -427,11 +439,31 @@ fn apply_env_overrides(root: &mut Value, env: &[(String, String)]) -> Vec<Vec<St
             }
             node = slot;
         }
+        origins.push((path.join("."), format!("`{key}`")));
         if new_key {
             created.push(path);
         }
     }
     created
+}
+
+/// The dotted path of every value of `tree` that is not a non-empty table (a list is one
+/// value), under `prefix`.
+fn leaf_paths(tree: &Value, prefix: &str, out: &mut Vec<String>) {
+    match tree {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, value) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaf_paths(value, &path, out);
+            }
+        }
+        _ if !prefix.is_empty() => out.push(prefix.to_owned()),
+        _ => {}
+    }
 }
 
 /// Renames keys created by environment overrides to the config field they match when
@@ -655,6 +687,9 @@ pub struct IxpConfig {
     problems: Vec<Problem>,
     file: Option<PathBuf>,
     profile: String,
+    /// Where values not from the file's root were set: (dotted path, origin), in the
+    /// order applied (a profile's, then the environment's).
+    origins: Vec<(String, String)>,
 }
 
 impl fmt::Debug for IxpConfig {
@@ -679,11 +714,29 @@ impl Default for IxpConfig {
             problems: Vec::new(),
             file: None,
             profile: "development".into(),
+            origins: Vec::new(),
         }
     }
 }
 
 impl IxpConfig {
+    /// Where the value at `path` (a problem's path, `plugins.cache-plugin.ttl`) or the
+    /// table holding it was set when that is not the file's root: an environment
+    /// override or a profile. Keys compare as the overrides match them (case, `-` and
+    /// `_` aside); the last one applied wins.
+    pub(crate) fn origin_of(&self, path: &str) -> Option<&str> {
+        let path = normalized(path);
+        self.origins
+            .iter()
+            .rev()
+            .find(|(set, _)| {
+                let set = normalized(set);
+                path.strip_prefix(&set)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
+            .map(|(_, origin)| origin.as_str())
+    }
+
     /// Loads a file with the process environment (see [`ConfigLoader`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         ConfigLoader::new().file(path.as_ref()).load()
@@ -742,6 +795,7 @@ impl IxpConfig {
             problems,
             file,
             profile,
+            origins: Vec::new(),
         })
     }
 
