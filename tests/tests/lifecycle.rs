@@ -434,13 +434,17 @@ impl Plugin for Unrestartable {
 
 /// A plugin that depends on [`Unrestartable`] and says when it is dropped.
 #[ixp_core::ixp_plugin(name = "dependent", version = "1.0.0", dependencies = ["unrestartable"])]
-struct Dependent(SetOnDrop);
+struct Dependent {
+    _dropped: SetOnDrop,
+}
 
 impl Plugin for Dependent {
     type Config = NoConfig;
 
     async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, ixp_core::BoxError> {
-        Ok(Self(SetOnDrop(&DEPENDENT_DROPPED)))
+        Ok(Self {
+            _dropped: SetOnDrop(&DEPENDENT_DROPPED),
+        })
     }
 }
 
