@@ -181,6 +181,9 @@ pub(crate) fn plan_with(
     mut typed: HashMap<String, AnyConfig>,
 ) -> Result<Plan, CheckReport> {
     let mut problems: Vec<Problem> = Vec::new();
+    // Config sections a typed config from code stands in for: the file's values there
+    // (and where they were set) are not used.
+    let typed_sections: Vec<String> = typed.keys().map(|name| format!("plugins.{name}")).collect();
     let registrations = catalog.registrations();
     // Each registration's metadata, read once (it sits behind a `dyn` call).
     let metas: Vec<PluginMetadata> = registrations.iter().map(|r| r.metadata()).collect();
@@ -390,7 +393,20 @@ pub(crate) fn plan_with(
     }
 
     if !problems.is_empty() {
-        return Err(CheckReport::new(problems).with_origins(|path| config.origin_of(path)));
+        let from_code = |path: &str| {
+            typed_sections.iter().any(|section| {
+                path.strip_prefix(section.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
+        };
+        let report = CheckReport::new(problems);
+        return Err(report.with_origins(|path| {
+            if from_code(path) {
+                None
+            } else {
+                config.origin_of(path)
+            }
+        }));
     }
 
     let mut position = vec![0usize; enabled.len()];

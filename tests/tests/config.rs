@@ -268,6 +268,16 @@ fn a_profile_the_file_lacks_is_an_error_naming_the_profiles_it_has() {
         err.to_string().contains("`profiles` must be a table"),
         "{err}"
     );
+    let err = ConfigLoader::new()
+        .text(Format::Toml, "[profiles]\nproduction = \"x\"\n")
+        .env_vars([("IXP_ENV", "production")])
+        .load()
+        .expect_err("a profile that is not a table");
+    assert!(
+        err.to_string()
+            .contains("`profiles.production` must be a table of settings"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -404,10 +404,14 @@ fn a_problem_with_a_value_the_file_does_not_hold_says_where_it_was_set() {
             "missing {expected:?} in\n{report}"
         );
     }
-    // A value from the file itself says nothing more.
+    // A value from the file itself says nothing more, nor does a profile's empty table
+    // over it (it sets nothing).
     let report = check(
         &Catalog::new().with::<CachePlugin>(),
-        &toml_config("[plugins.cache-plugin]\nmaxSize = 0\n"),
+        &toml_config_env(
+            "[plugins.cache-plugin]\nmaxSize = 0\n[profiles.production.plugins.cache-plugin]\n",
+            [("IXP_ENV", "production")],
+        ),
     )
     .expect_err("problems")
     .to_string();
@@ -415,4 +419,34 @@ fn a_problem_with_a_value_the_file_does_not_hold_says_where_it_was_set() {
         report.ends_with("plugins.cache-plugin.maxSize: must be at least 1"),
         "{report}"
     );
+    // A key an override created above the problem's path: the problem is at that key.
+    let config = toml_config_env("[server]\nport = 3001\n", [("IXP_SERVR__PORT", "4000")]);
+    let report = check(&Catalog::new(), &config)
+        .expect_err("problems")
+        .to_string();
+    assert!(
+        report.contains("servr: unknown key; did you mean `server`? (set by `IXP_SERVR__PORT`)"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn a_config_given_in_code_is_not_said_to_come_from_the_environment() {
+    // The override names the plugin's section, but the typed config from code is used.
+    let config = toml_config_env("", [("IXP_PLUGINS__CACHE_PLUGIN__TTL", "5")]);
+    let err = ixp_core::Host::builder()
+        .catalog(Catalog::new())
+        .config(config)
+        .plugin::<CachePlugin>(CacheConfig {
+            max_size: 0,
+            ..CacheConfig::default()
+        })
+        .build()
+        .expect_err("maxSize 0");
+    let report = err.to_string();
+    assert!(
+        report.contains("plugins.cache-plugin.maxSize: must be at least 1"),
+        "{report}"
+    );
+    assert!(!report.contains("set by"), "{report}");
 }

@@ -236,8 +236,16 @@ impl ConfigLoader {
                     if let Value::Object(o) = &mut overlay {
                         normalize_plugin_list(o, &origin)?;
                     }
+                    if !overlay.is_object() {
+                        return Err(ConfigError::Shape {
+                            origin,
+                            message: format!(
+                                "`profiles.{profile}` must be a table of settings (`[profiles.{profile}.server]`)"
+                            ),
+                        });
+                    }
                     let mut set = Vec::new();
-                    leaf_paths(&overlay, "", &mut set);
+                    overlaid_paths(&overlay, &root, "", &mut set);
                     let from = format!("`profiles.{profile}`");
                     origins.extend(set.into_iter().map(|path| (path, from.clone())));
                     merge(&mut root, overlay);
@@ -392,10 +400,10 @@ fn normalized(key: &str) -> String {
         .collect()
 }
 
-/// Applies the overrides; returns the paths whose last key did not exist and was
-/// created (its spelling may still need to be matched to a config field's name).
-/// Applies the `IXP_...__...` overrides; returns the paths of the keys they created, and
-/// records in `origins` the path each one set.
+/// Applies the `IXP_...__...` overrides. Returns the paths of those that created a key
+/// on their way (the spelling may still need to be matched to a config field's name),
+/// and records in `origins` what each one set: its path, or the first key on it that
+/// it created (everything below that key came from it).
 fn apply_env_overrides(
     root: &mut Value,
     env: &[(String, String)],
@@ -415,6 +423,7 @@ fn apply_env_overrides(
         let mut node = &mut *root;
         let mut path = Vec::with_capacity(segments.len());
         let mut new_key = false;
+        let mut first_created = None;
         for (depth, segment) in segments.iter().enumerate() {
             if !node.is_object() {
                 *node = Value::Object(Map::new());
@@ -422,6 +431,9 @@ fn apply_env_overrides(
             let Value::Object(map) = node else { break };
             let wanted = normalized(segment);
             let existing = map.keys().find(|k| normalized(k) == wanted).cloned();
+            if existing.is_none() && !new_key {
+                first_created = Some(depth);
+            }
             new_key |= existing.is_none();
             let name = existing.unwrap_or_else(|| {
                 let lower = segment.to_lowercase();
@@ -439,7 +451,8 @@ fn apply_env_overrides(
             }
             node = slot;
         }
-        origins.push((path.join("."), format!("`{key}`")));
+        let set = first_created.map_or(&path[..], |depth| &path[..=depth]);
+        origins.push((set.join("."), format!("`{key}`")));
         if new_key {
             created.push(path);
         }
@@ -447,22 +460,25 @@ fn apply_env_overrides(
     created
 }
 
-/// The dotted path of every value of `tree` that is not a non-empty table (a list is one
-/// value), under `prefix`.
-fn leaf_paths(tree: &Value, prefix: &str, out: &mut Vec<String>) {
-    match tree {
-        Value::Object(map) if !map.is_empty() => {
-            for (key, value) in map {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                leaf_paths(value, &path, out);
+/// What merging `overlay` over `base` sets, as dotted paths under `prefix`: a key `base`
+/// lacks (everything below it is the overlay's), or a value that is not a table merged
+/// into one; a table merged into a table is looked into (an empty one sets nothing).
+fn overlaid_paths(overlay: &Value, base: &Value, prefix: &str, out: &mut Vec<String>) {
+    let Value::Object(overlay) = overlay else {
+        return;
+    };
+    for (key, value) in overlay {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (value, base.get(key)) {
+            (Value::Object(_), Some(inner @ Value::Object(_))) => {
+                overlaid_paths(value, inner, &path, out)
             }
+            _ => out.push(path),
         }
-        _ if !prefix.is_empty() => out.push(prefix.to_owned()),
-        _ => {}
     }
 }
 
