@@ -328,11 +328,11 @@ fn describe(config: &DatabaseConfig) -> String {
 /// messages and logs.
 fn connection_target(url: &str) -> (&str, Option<&str>) {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    // Everything up to the last `@` goes first: a password may hold an unencoded `/`,
+    // `?` or `#` (the price: an `@` in the options hides the hosts, never a secret).
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
     let rest = rest.split(['?', '#']).next().unwrap_or(rest);
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let hosts = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, hosts)| hosts);
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
     (hosts, Some(path).filter(|path| !path.is_empty()))
 }
 
@@ -378,5 +378,11 @@ mod tests {
             described(DatabaseType::Mongodb, "mongodb://a:1", None),
             "mongodb a:1/ixp"
         );
+        // A password with the characters that end a host or a path, unencoded.
+        for password in ["pa/ss", "p#ss", "p?ss", "p@ss/x"] {
+            let url = format!("postgres://app:{password}@db:5432/orders");
+            let shown = described(DatabaseType::Postgresql, &url, None);
+            assert_eq!(shown, "postgresql db:5432/orders", "{url}");
+        }
     }
 }

@@ -347,7 +347,7 @@ impl Bridge {
 
     /// Stops taking events, publishes what is buffered (until the flush timeout), stops
     /// receiving; returns how many events were lost.
-    pub(crate) async fn shutdown(mut self) -> usize {
+    pub(crate) async fn shutdown(mut self) -> u64 {
         if let Some(subscription) = self.subscription.take() {
             subscription.cancel();
         }
@@ -358,7 +358,13 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.flush_timeout);
         self.shared.wake.notify_one();
-        let pending_before = self.pending();
+        let pending_before = self.pending() as u64;
+        let settled = |stats: &BridgeStats| {
+            stats.published.load(Ordering::Relaxed)
+                + stats.rejected.load(Ordering::Relaxed)
+                + stats.lost.load(Ordering::Relaxed)
+        };
+        let settled_before = settled(&self.stats);
         drop(self.queue.take());
         let grace = self.flush_timeout + Duration::from_secs(2);
         let mut lost = 0;
@@ -367,10 +373,11 @@ impl Bridge {
             .is_err()
         {
             self.publisher.abort();
-            // What was queued when the stop began, as a floor: the publisher may have
-            // held one more when it was aborted.
-            lost = pending_before;
-            self.stats.lost.fetch_add(lost as u64, Ordering::Relaxed);
+            // What was queued when the stop began and the event the publisher held
+            // (busy with one to outlast the grace), less what it settled since.
+            let settled_since = settled(&self.stats).saturating_sub(settled_before);
+            lost = (pending_before + 1).saturating_sub(settled_since);
+            self.stats.lost.fetch_add(lost, Ordering::Relaxed);
         }
         self.receiver.abort();
         // Core NATS publishes into the client's buffer: what is still there is only sent

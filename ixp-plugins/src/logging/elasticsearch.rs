@@ -366,7 +366,15 @@ impl Sender {
                     return;
                 }
             }
-            tokio::time::sleep(delay).await;
+            // A stop that begins during the wait ends it by its deadline too.
+            if self
+                .within_stop_deadline(tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
+                self.give_up(batch);
+                return;
+            }
         }
     }
 
