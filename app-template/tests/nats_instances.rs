@@ -83,3 +83,83 @@ fn an_event_published_on_one_process_is_handled_on_the_other() {
         assert!(exit.success(), "{exit}");
     }
 }
+
+#[test]
+fn a_sigterm_while_the_plugins_start_is_handled_not_fatal() {
+    use std::os::unix::process::ExitStatusExt;
+    // A "NATS server" that accepts and never speaks: events-nats-plugin waits for it for
+    // its 20 s connect timeout, so the SIGTERM below lands mid-start.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in silent.incoming().flatten() {
+            held.push(socket);
+        }
+    });
+    let dir = tempdir("ixp-app-sigterm-starting");
+    let config = dir.join("ixp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins.database-plugin]\nfilename = \"{}\"\n\n[plugins.events-nats-plugin]\nurl = \"nats://127.0.0.1:{silent_port}\"\ntopics = [\"user.*\"]\nconnectTimeoutMs = 20000\n",
+            dir.join("ixp.db").display()
+        ),
+    )
+    .expect("config");
+    let log = dir.join("out.log");
+    let out = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .env("IXP_SERVER__PORT", free_port().to_string())
+        .env_remove("IXP_ENV")
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(out)
+        .spawn()
+        .expect("ixp-app starts");
+    let mut guard = Guard(child);
+    // The database plugin has started (the signal handler is in place from before the
+    // first plugin's start); events-nats-plugin is then waiting for its server.
+    let started = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("connected to sqlite")
+    {
+        assert!(
+            Instant::now() < started,
+            "the database plugin never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = Command::new("kill")
+        .args(["-TERM", &guard.0.id().to_string()])
+        .status();
+    // The start is cut short: no waiting for the 20 s connect timeout.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exit = loop {
+        if let Some(exit) = guard.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ixp-app still runs 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    // Not killed by the signal's default action: what had started was stopped.
+    assert_eq!(
+        exit.signal(),
+        None,
+        "killed by the signal: {exit}\n{logged}"
+    );
+    assert!(exit.success(), "{exit}\n{logged}");
+    assert!(
+        logged.contains("shutdown requested while the plugins start")
+            && logged.contains("plugin=database-plugin state=stopped"),
+        "{logged}"
+    );
+}

@@ -997,7 +997,8 @@ type HookOutcome<T> = std::thread::Result<Result<T, BoxError>>;
 /// trivial hook, or one whose work is all synchronous) costs no task and no wake-up,
 /// which is what keeps the start-up of large compositions linear and fast. A hook that
 /// has to wait moves, as it is, to its own task, which the caller awaits under
-/// `timeout` and aborts when it expires.
+/// `timeout` and aborts when it expires, or when the caller gives up (drops this
+/// future: a shutdown during start-up), so that no hook outlives its caller.
 async fn run_guarded<T: Send + 'static>(
     hook: impl Future<Output = Result<T, BoxError>> + Send + 'static,
     span: tracing::Span,
@@ -1008,10 +1009,10 @@ async fn run_guarded<T: Send + 'static>(
         return settle(outcome);
     }
     let task = tokio::spawn(hook);
-    let abort = task.abort_handle();
+    let abort = AbortOnDrop(task.abort_handle());
     match tokio::time::timeout(timeout, task).await {
         Err(_) => {
-            abort.abort();
+            abort.0.abort();
             Err(HookFailure::TimedOut(timeout))
         }
         Ok(Err(join)) if join.is_panic() => {
@@ -1019,6 +1020,15 @@ async fn run_guarded<T: Send + 'static>(
         }
         Ok(Err(_)) => Err(HookFailure::Cancelled),
         Ok(Ok(outcome)) => settle(outcome),
+    }
+}
+
+/// Aborts a task when dropped (a finished task is left as it is).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -946,27 +946,26 @@ impl IxpServer {
     ///
     /// `shutdown` is watched from the start, while the plugins start too (so a signal
     /// handler it installs is in place then): if it resolves before they have all
-    /// started, they finish starting (a start cut short would leave its hook running),
-    /// nothing is served, and they are stopped.
+    /// started, the start is cut short (the hook running then is aborted), nothing is
+    /// served, and the plugins are stopped: those started with their `stop` hook, the
+    /// one cut short too.
     pub async fn serve<F>(self, listener: TcpListener, shutdown: F) -> Result<(), ServeError>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let mut shutdown = Box::pin(shutdown);
         if !self.host.is_ready() {
-            let launch = self.host.launch();
-            tokio::pin!(launch);
             let launched = tokio::select! {
-                launched = &mut launch => Some(launched),
+                biased;
+                launched = self.host.launch() => Some(launched),
                 () = &mut shutdown => None,
             };
             match launched {
                 Some(launched) => launched.map_err(ServeError::Start)?,
                 None => {
                     tracing::info!(
-                        "shutdown requested while the plugins start: stopping them once started"
+                        "shutdown requested while the plugins start: stopping those started"
                     );
-                    launch.await.map_err(ServeError::Start)?;
                     self.host.stop().await.map_err(ServeError::Stop)?;
                     tracing::info!("stopped");
                     return Ok(());

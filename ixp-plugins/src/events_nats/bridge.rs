@@ -180,13 +180,24 @@ impl Bridge {
             options = options.token(token.expose().to_owned());
         }
         let servers: Vec<String> = config.url.split(',').map(|u| u.trim().to_owned()).collect();
-        let client = options.connect(servers).await.map_err(|e| {
-            format!(
-                "cannot connect to NATS at {}: {}",
-                display_url(&config.url),
-                error_text(&e)
-            )
-        })?;
+        // `connection_timeout` bounds the TCP connect only: a server that accepts and
+        // never answers would hold the handshake (and the plugin's start) for good.
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let client = match tokio::time::timeout(connect_timeout, options.connect(servers)).await {
+            Ok(connected) => connected.map_err(|e| {
+                format!(
+                    "cannot connect to NATS at {}: {}",
+                    display_url(&config.url),
+                    error_text(&e)
+                )
+            })?,
+            Err(_) => {
+                return Err(format!(
+                    "cannot connect to NATS at {}: no answer within {connect_timeout:?} (connectTimeoutMs)",
+                    display_url(&config.url)
+                ))
+            }
+        };
 
         let prefix = config.subject_prefix.clone();
         let patterns: Arc<[String]> = config.topics.clone().into();
