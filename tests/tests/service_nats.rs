@@ -169,6 +169,42 @@ async fn an_unreachable_server_fails_initialization_naming_it() {
     assert!(message.contains(&url), "{message}");
 }
 
+#[tokio::test]
+async fn a_server_that_accepts_and_never_answers_fails_initialization_by_the_connect_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "nats://127.0.0.1:{}",
+        silent.local_addr().expect("addr").port()
+    );
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<EventsNatsPlugin>(EventsNatsConfig {
+            connect_timeout_ms: 300,
+            ..config(&url, "ixp-silent", "x")
+        })
+        .build()
+        .expect("plan");
+    let started = std::time::Instant::now();
+    let error = host.launch().await.expect_err("no handshake");
+    let took = started.elapsed();
+    holding.abort();
+    let message = format!("{error}");
+    assert!(
+        message.contains("no answer within 300ms (connectTimeoutMs)"),
+        "{message}"
+    );
+    // Not the hook timeout (30 s by default): the connect timeout.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
 /// A `nats-server` with JetStream on `port`, storing in `dir`.
 fn nats_server(port: u16, dir: &Path) -> Child {
     Command::new("nats-server")
