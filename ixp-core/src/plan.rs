@@ -28,7 +28,7 @@ use semver::{Version, VersionReq};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::IxpConfig;
+use crate::config::{is_at_or_under, IxpConfig};
 use crate::plugin::PluginMetadata;
 use crate::problem::{closest, CheckReport, Problem};
 use crate::registry::{AnyConfig, Catalog, PluginRegistration};
@@ -181,9 +181,6 @@ pub(crate) fn plan_with(
     mut typed: HashMap<String, AnyConfig>,
 ) -> Result<Plan, CheckReport> {
     let mut problems: Vec<Problem> = Vec::new();
-    // Config sections a typed config from code stands in for: the file's values there
-    // (and where they were set) are not used.
-    let typed_sections: Vec<String> = typed.keys().map(|name| format!("plugins.{name}")).collect();
     let registrations = catalog.registrations();
     // Each registration's metadata, read once (it sits behind a `dyn` call).
     let metas: Vec<PluginMetadata> = registrations.iter().map(|r| r.metadata()).collect();
@@ -358,6 +355,9 @@ pub(crate) fn plan_with(
 
     // Typed configs.
     let mut parsed: Vec<Option<(AnyConfig, Duration)>> = Vec::with_capacity(enabled.len());
+    // Plugins whose config came from code: the file's values for them (and where those
+    // were set) are not used.
+    let mut from_code: Vec<&'static str> = Vec::new();
     let empty = Value::Object(Map::new());
     // Each plugin's config path (`plugins.<name>`), in one reused buffer.
     let mut path = String::from("plugins.");
@@ -371,6 +371,7 @@ pub(crate) fn plan_with(
         let ty = reg.plugin_type();
         let result = match typed.remove(meta.name) {
             Some(value) => {
+                from_code.push(meta.name);
                 let found = ty.validate(&value, &path);
                 if found.is_empty() {
                     Ok(value)
@@ -393,15 +394,13 @@ pub(crate) fn plan_with(
     }
 
     if !problems.is_empty() {
-        let from_code = |path: &str| {
-            typed_sections.iter().any(|section| {
-                path.strip_prefix(section.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-            })
+        let given_in_code = |path: &str| {
+            path.strip_prefix("plugins.")
+                .is_some_and(|rest| from_code.iter().any(|name| is_at_or_under(rest, name)))
         };
         let report = CheckReport::new(problems);
         return Err(report.with_origins(|path| {
-            if from_code(path) {
+            if given_in_code(path) {
                 None
             } else {
                 config.origin_of(path)

@@ -393,6 +393,13 @@ fn merge(base: &mut Value, overlay: Value) {
     }
 }
 
+/// Whether the dotted `path` is `at` or a value inside it (`a.b` is under `a`, `a[0]`
+/// too, `ab` is not).
+pub(crate) fn is_at_or_under(path: &str, at: &str) -> bool {
+    path.strip_prefix(at)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
 fn normalized(key: &str) -> String {
     key.chars()
         .filter(|c| *c != '_' && *c != '-')
@@ -745,11 +752,7 @@ impl IxpConfig {
         self.origins
             .iter()
             .rev()
-            .find(|(set, _)| {
-                let set = normalized(set);
-                path.strip_prefix(&set)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-            })
+            .find(|(set, _)| is_at_or_under(&path, &normalized(set)))
             .map(|(_, origin)| origin.as_str())
     }
 
