@@ -39,6 +39,8 @@ pub mod events_nats;
 pub mod logging;
 #[cfg(any(feature = "logging", feature = "analytics"))]
 mod time;
+#[cfg(any(feature = "logging", feature = "events-nats"))]
+mod url_text;
 
 /// `sqlx`, re-exported so that plugins use the pool types of the same version.
 #[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]

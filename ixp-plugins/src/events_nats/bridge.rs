@@ -111,23 +111,6 @@ pub(crate) struct Bridge {
     stats: Arc<BridgeStats>,
 }
 
-/// `nats://user:pass@host:4222` -> `nats://host:4222`, for logs, errors and health.
-pub(crate) fn display_url(url: &str) -> String {
-    url.split(',')
-        .map(|one| {
-            let one = one.trim();
-            match (one.find("://"), one.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    format!("{}{}", &one[..scheme + 3], &one[at + 1..])
-                }
-                (None, Some(at)) => one[at + 1..].to_owned(),
-                _ => one.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn error_text(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -187,14 +170,14 @@ impl Bridge {
             Ok(connected) => connected.map_err(|e| {
                 format!(
                     "cannot connect to NATS at {}: {}",
-                    display_url(&config.url),
+                    crate::url_text::without_userinfo(&config.url),
                     error_text(&e)
                 )
             })?,
             Err(_) => {
                 return Err(format!(
                     "cannot connect to NATS at {}: no answer within {connect_timeout:?} (connectTimeoutMs)",
-                    display_url(&config.url)
+                    crate::url_text::without_userinfo(&config.url)
                 ))
             }
         };
@@ -230,7 +213,7 @@ impl Bridge {
                     format!(
                         "JetStream stream `{}` on {}: {}",
                         config.jetstream.stream,
-                        display_url(&config.url),
+                        crate::url_text::without_userinfo(&config.url),
                         error_text(&e)
                     )
                 })?;
@@ -275,7 +258,7 @@ impl Bridge {
             let subscriber = client.subscribe(format!("{prefix}.>")).await.map_err(|e| {
                 format!(
                     "cannot subscribe on {}: {}",
-                    display_url(&config.url),
+                    crate::url_text::without_userinfo(&config.url),
                     error_text(&e)
                 )
             })?;
@@ -283,7 +266,7 @@ impl Bridge {
             client.flush().await.map_err(|e| {
                 format!(
                     "cannot subscribe on {}: {}",
-                    display_url(&config.url),
+                    crate::url_text::without_userinfo(&config.url),
                     error_text(&e)
                 )
             })?;

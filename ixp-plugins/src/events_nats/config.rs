@@ -74,13 +74,13 @@ const MAX_BUFFER_SIZE: usize = 10_000_000;
 
 /// `url` as [`EventsNatsConfig`] shows it: each server without user and password.
 fn serialize_shown_url<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&super::bridge::display_url(url))
+    serializer.serialize_str(&crate::url_text::without_userinfo(url))
 }
 
 impl std::fmt::Debug for EventsNatsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventsNatsConfig")
-            .field("url", &super::bridge::display_url(&self.url))
+            .field("url", &crate::url_text::without_userinfo(&self.url))
             .field("topics", &self.topics)
             .field("subject_prefix", &self.subject_prefix)
             .field("instance_id", &self.instance_id)
@@ -131,7 +131,7 @@ impl EventsNatsConfig {
                         "url",
                         format!(
                             "`{}`: the scheme must be nats://, tls://, ws:// or wss://",
-                            super::bridge::display_url(url)
+                            crate::url_text::without_userinfo(url)
                         ),
                     ));
                 }

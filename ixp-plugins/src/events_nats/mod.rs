@@ -81,7 +81,7 @@ impl Plugin for EventsNatsPlugin {
         ctx.logger().info(format_args!(
             "bridging {:?} over {} as instance {} ({})",
             config.topics,
-            bridge::display_url(&config.url),
+            crate::url_text::without_userinfo(&config.url),
             bridge.instance_id(),
             if config.jetstream.enabled {
                 "JetStream"
@@ -134,7 +134,7 @@ impl Plugin for EventsNatsPlugin {
                 .with_status(HealthStatus::Unhealthy)
                 .with_message(format!(
                     "NATS at {} is not connected",
-                    bridge::display_url(&self.config.url)
+                    crate::url_text::without_userinfo(&self.config.url)
                 ));
         }
         if let Some(error) = stats.last_error() {
@@ -152,7 +152,7 @@ impl Plugin for EventsNatsPlugin {
         }
         health.with_message(format!(
             "connected to {}",
-            bridge::display_url(&self.config.url)
+            crate::url_text::without_userinfo(&self.config.url)
         ))
     }
 }

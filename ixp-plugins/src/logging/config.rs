@@ -170,13 +170,13 @@ fn serialize_shown_host<S: serde::Serializer>(
     host: &str,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&super::without_userinfo(host))
+    serializer.serialize_str(&crate::url_text::without_userinfo(host))
 }
 
 impl std::fmt::Debug for ElasticsearchTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ElasticsearchTransport")
-            .field("host", &super::without_userinfo(&self.host))
+            .field("host", &crate::url_text::without_userinfo(&self.host))
             .field("index", &self.index)
             .field("username", &self.username)
             .field("password", &self.password)
@@ -314,7 +314,7 @@ impl LoggingConfig {
                             at("host"),
                             format!(
                                 "`{}` must be an http:// or https:// URL",
-                                super::without_userinfo(&es.host)
+                                crate::url_text::without_userinfo(&es.host)
                             ),
                         ));
                     }

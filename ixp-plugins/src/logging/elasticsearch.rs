@@ -134,7 +134,7 @@ pub fn start(
         .timeout(Duration::from_millis(config.request_timeout_ms))
         .build()
         .map_err(|e| TransportError {
-            host: super::without_userinfo(&config.host),
+            host: crate::url_text::without_userinfo(&config.host),
             message: e.to_string(),
         })?;
     let (queue, receiver) = mpsc::channel(config.buffer_size.max(1));
@@ -142,7 +142,10 @@ pub fn start(
     let sender = Sender {
         client,
         url: format!("{}/_bulk", config.host.trim_end_matches('/')),
-        shown_url: super::without_userinfo(&format!("{}/_bulk", config.host.trim_end_matches('/'))),
+        shown_url: crate::url_text::without_userinfo(&format!(
+            "{}/_bulk",
+            config.host.trim_end_matches('/')
+        )),
         index: config.index.clone(),
         auth: match (&config.api_key, &config.username) {
             (Some(key), _) => Auth::ApiKey(key.clone()),

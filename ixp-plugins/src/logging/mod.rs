@@ -200,7 +200,11 @@ impl LoggingPlugin {
                 Transport::Console(_) => "console".to_owned(),
                 Transport::File(f) => format!("file {}", f.filename.display()),
                 Transport::Elasticsearch(es) => {
-                    format!("elasticsearch {}/{}", without_userinfo(&es.host), es.index)
+                    format!(
+                        "elasticsearch {}/{}",
+                        crate::url_text::without_userinfo(&es.host),
+                        es.index
+                    )
                 }
             })
             .collect();
@@ -285,17 +289,6 @@ impl LoggingPlugin {
         // Dropping a guard writes out what the file worker still holds.
         let guards = installed.file_guards;
         let _ = tokio::task::spawn_blocking(move || drop(guards)).await;
-    }
-}
-
-/// `https://user:pass@host:9200` -> `https://host:9200`, for logs and health.
-fn without_userinfo(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        (None, Some(at)) => url[at + 1..].to_owned(),
-        _ => url.to_owned(),
     }
 }
 
