@@ -1,39 +1,61 @@
 //! Two `ixp-app` processes on one machine share one event bus through the machine's
 //! NATS (127.0.0.1:4222, `IXP_TEST_NATS_URL` overrides): `POST /hello/{name}` on one
 //! publishes `user.greeted`, and the other's hello-plugin handles it; neither sees an
-//! event twice. Needs the `events-nats` feature:
+//! event twice. And a SIGTERM while the plugin still waits for a server that never
+//! answers stops the process cleanly. Needs the `events-nats` feature:
 //! `cargo test -p app-template --features events-nats --test nats_instances`.
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, get, request, tempdir, Guard, BIN};
 
-fn start(name: &str, prefix: &str) -> (Guard, u16) {
+/// `ixp-app run` in a fresh directory: the database plugin's file there, `nats` the
+/// settings of the events-nats-plugin section. Its output goes to `out.log` in that
+/// directory when `logged`, else nowhere. The child and the directory.
+fn spawn(name: &str, nats: &str, port: u16, logged: bool) -> (Guard, PathBuf) {
     let dir = tempdir(&format!("ixp-app-nats-{name}"));
-    let url = std::env::var("IXP_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let config = dir.join("ixp.toml");
     std::fs::write(
         &config,
         format!(
-            "[plugins.database-plugin]\nfilename = \"{}\"\n\n[plugins.events-nats-plugin]\nurl = \"{url}\"\ntopics = [\"user.*\"]\nsubjectPrefix = \"{prefix}\"\ninstanceId = \"{name}\"\n",
+            "[plugins.database-plugin]\nfilename = \"{}\"\n\n[plugins.events-nats-plugin]\n{nats}",
             dir.join("ixp.db").display()
         ),
     )
     .expect("config");
-    let port = free_port();
+    let (stdout, stderr) = if logged {
+        let log = std::fs::File::create(dir.join("out.log")).expect("log file");
+        (
+            Stdio::from(log.try_clone().expect("log file")),
+            Stdio::from(log),
+        )
+    } else {
+        (Stdio::null(), Stdio::null())
+    };
     let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&config)
         .current_dir(&dir)
         .env("IXP_SERVER__PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env_remove("IXP_ENV")
+        .stdout(stdout)
+        .stderr(stderr)
         .spawn()
         .expect("ixp-app starts");
-    let guard = Guard(child);
+    (Guard(child), dir)
+}
+
+fn start(name: &str, prefix: &str) -> (Guard, u16) {
+    let url = std::env::var("IXP_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let port = free_port();
+    let nats = format!(
+        "url = \"{url}\"\ntopics = [\"user.*\"]\nsubjectPrefix = \"{prefix}\"\ninstanceId = \"{name}\"\n"
+    );
+    let (guard, _) = spawn(name, &nats, port, false);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !matches!(get(port, "/health/ready"), Ok((200, _))) {
         assert!(Instant::now() < deadline, "{name} never became ready");
@@ -97,29 +119,11 @@ fn a_sigterm_while_the_plugins_start_is_handled_not_fatal() {
             held.push(socket);
         }
     });
-    let dir = tempdir("ixp-app-sigterm-starting");
-    let config = dir.join("ixp.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[plugins.database-plugin]\nfilename = \"{}\"\n\n[plugins.events-nats-plugin]\nurl = \"nats://127.0.0.1:{silent_port}\"\ntopics = [\"user.*\"]\nconnectTimeoutMs = 20000\n",
-            dir.join("ixp.db").display()
-        ),
-    )
-    .expect("config");
+    let nats = format!(
+        "url = \"nats://127.0.0.1:{silent_port}\"\ntopics = [\"user.*\"]\nconnectTimeoutMs = 20000\n"
+    );
+    let (mut guard, dir) = spawn("sigterm-starting", &nats, free_port(), true);
     let log = dir.join("out.log");
-    let out = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .current_dir(&dir)
-        .env("IXP_SERVER__PORT", free_port().to_string())
-        .env_remove("IXP_ENV")
-        .stdout(out.try_clone().expect("log file"))
-        .stderr(out)
-        .spawn()
-        .expect("ixp-app starts");
-    let mut guard = Guard(child);
     // The database plugin has started (the signal handler is in place from before the
     // first plugin's start); events-nats-plugin is then waiting for its server.
     let started = Instant::now() + Duration::from_secs(20);
