@@ -944,16 +944,74 @@ impl<'a> Iterator for Matching<'a> {
     }
 }
 
+/// A change to the routes, kept until every copy publishers may read has it.
+enum Change {
+    Insert(Arc<Sub>),
+    /// Holds the subscription, so that applying the removal to a copy does not drop
+    /// its handler there (under the table's lock): it goes with the change.
+    Remove(Arc<Sub>),
+    Tap(Tap),
+}
+
+impl Routes {
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Insert(sub) => self.insert(sub.clone()),
+            Change::Remove(sub) => self.remove(sub),
+            Change::Tap(tap) => self.taps.push(tap.clone()),
+        }
+    }
+}
+
+/// Changes kept for a rebuild before it copies the whole table instead: beyond this
+/// many, applying them would cost about what the copy does at a few thousand routes.
+const MAX_CHANGES: usize = 4096;
+
 /// The table subscriptions change, with the subscriptions of each owner.
+///
+/// Publishers read an immutable copy of `routes` ([`BusInner::routes`]). A rebuild does
+/// not copy the whole table when it can help it: it keeps the copy it replaced (the
+/// `spare`, once no publisher holds it) and brings that one up to date with the
+/// `changes` made since (left-right), so that removing one plugin's subscriptions costs
+/// what it removes, not the table's size.
 #[derive(Default)]
 struct Table {
     routes: Routes,
     by_owner: FastMap<Arc<str>, Vec<Arc<Sub>>>,
+    /// The changes since the current copy was built, in order; `None` once there were
+    /// more than [`MAX_CHANGES`] (the next rebuild copies the table).
+    changes: Option<Vec<Change>>,
+    /// The copy before the current one, brought up to date with it: the next rebuild
+    /// applies `changes` to it instead of copying the table.
+    spare: Option<Arc<Routes>>,
+}
+
+/// What a rebuild let go of, dropped by its caller once the table's lock is released:
+/// the removed handlers may hold a [`Subscription`] of the same bus, whose drop locks
+/// the table.
+#[derive(Default)]
+#[must_use]
+struct Released {
+    /// A spare copy that someone still held: not brought up to date.
+    _spare: Option<Arc<Routes>>,
+    /// The copy replaced, when it could not become the spare.
+    _routes: Option<Arc<Routes>>,
+    /// The changes applied, holding the removed subscriptions.
+    _changes: Option<Vec<Change>>,
 }
 
 impl Table {
-    fn remove(&mut self, sub: &Sub) {
-        self.routes.remove(sub);
+    /// Changes `routes`, and logs the change for the copies.
+    fn change(&mut self, change: Change) {
+        self.routes.apply(&change);
+        match &mut self.changes {
+            Some(changes) if changes.len() < MAX_CHANGES => changes.push(change),
+            _ => self.changes = None,
+        }
+    }
+
+    fn remove(&mut self, sub: &Arc<Sub>) {
+        self.change(Change::Remove(sub.clone()));
         if let Some(owner) = &sub.core.owner {
             if let Some(subs) = self.by_owner.get_mut(owner) {
                 subs.retain(|s| s.id != sub.id);
@@ -1025,6 +1083,9 @@ struct BusInner {
     /// this is not what it was at its last look.
     version: AtomicU64,
     next_id: AtomicU64,
+    /// A task is due to drop the routes that unsubscribed handlers are still in
+    /// ([`BusInner::release_soon`]).
+    release_due: AtomicBool,
 }
 
 impl BusInner {
@@ -1035,21 +1096,82 @@ impl BusInner {
             // Dropped here, after the lock is released: the old routes may hold the last
             // handle on an unsubscribed handler, and what it captured may use this bus
             // when dropped (a `Subscription` of it unsubscribes).
-            let _replaced = self.refresh();
+            let _released = self.refresh();
         }
         self.routes.load()
     }
 
-    /// Rebuilds the routes from the table, if still stale; the routes it replaced.
+    /// Rebuilds the routes from the table, if still stale: the spare copy brought up to
+    /// date if no one holds it, else a copy of the table. The copy it replaced becomes
+    /// the spare (brought up to date too) if no one holds it; else it is released.
     #[cold]
-    fn refresh(&self) -> Option<Arc<Routes>> {
-        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+    fn refresh(&self) -> Released {
+        let mut guard = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if !self.stale.load(Ordering::Acquire) {
-            return None;
+            return Released::default();
         }
-        let replaced = self.routes.swap(Arc::new(table.routes.clone()));
+        let table = &mut *guard;
+        let changes = table.changes.replace(Vec::new());
+        let mut spare = table.spare.take();
+        let brought_up = match (spare.as_mut().and_then(Arc::get_mut), &changes) {
+            (Some(routes), Some(changes)) => {
+                changes.iter().for_each(|change| routes.apply(change));
+                true
+            }
+            _ => false,
+        };
+        let fresh = brought_up
+            .then(|| spare.take())
+            .flatten()
+            .unwrap_or_else(|| Arc::new(table.routes.clone()));
+        let mut replaced = self.routes.swap(fresh);
         self.stale.store(false, Ordering::Release);
-        Some(replaced)
+        // `swap` counted every reader still holding the replaced copy.
+        let mut released = Released {
+            _spare: spare,
+            _routes: None,
+            _changes: None,
+        };
+        match (Arc::get_mut(&mut replaced), &changes) {
+            (Some(routes), Some(changes)) => {
+                changes.iter().for_each(|change| routes.apply(change));
+                table.spare = Some(replaced);
+            }
+            _ => released._routes = Some(replaced),
+        }
+        released._changes = changes;
+        released
+    }
+
+    /// Rebuilds the routes now if they are stale, and drops the ones they replace after
+    /// the lock is released. After a removal, that drops the removed handlers (and what
+    /// they captured: a channel's sender, a plugin's state) now rather than at the next
+    /// publish, which may never come: a plugin waiting in its `stop` for its queue to
+    /// close relies on it. Routes still held by a publish in progress or by a
+    /// [`Publisher`] go when those let go of them.
+    fn release_removed(&self) {
+        drop(self.refresh());
+    }
+
+    /// [`release_removed`](Self::release_removed) on the Tokio runtime's next turn, once
+    /// for a burst of removals (subscriptions dropped one by one in a loop cost one
+    /// rebuild, not one each). Outside a runtime, the routes are rebuilt at the next
+    /// publish or removal through [`EventBus::remove_owner`].
+    fn release_soon(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.release_due.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let bus = Arc::downgrade(self);
+        runtime.spawn(async move {
+            if let Some(bus) = bus.upgrade() {
+                // Cleared first: a removal made while this one rebuilds asks again.
+                bus.release_due.store(false, Ordering::Release);
+                bus.release_removed();
+            }
+        });
     }
 
     fn update<R>(&self, change: impl FnOnce(&mut Table) -> R) -> R {
@@ -1068,9 +1190,11 @@ impl BusInner {
     }
 
     /// Removes a subscription and closes its queue; its worker, if it has one.
-    fn unsubscribe(&self, sub: &Sub) -> Option<JoinHandle<()>> {
+    fn unsubscribe(self: &Arc<Self>, sub: &Arc<Sub>) -> Option<JoinHandle<()>> {
         self.update(|table| table.remove(sub));
-        sub.close()
+        let worker = sub.close();
+        self.release_soon();
+        worker
     }
 }
 
@@ -1132,7 +1256,11 @@ impl fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// Unsubscribes now. Events already queued for it are still handled.
+    /// Unsubscribes now. Events already queued for it are still handled. The handler,
+    /// and what it captured, is dropped once nothing uses it: within a Tokio runtime, on
+    /// the runtime's next turn after its queued events (a publish in progress, or a
+    /// [`Publisher`] that has not published since, may hold it a little longer); outside
+    /// one, at the bus's next publish.
     pub fn cancel(self) {}
 
     /// Keeps the subscription alive without holding this value: it ends when the plugin
@@ -1207,6 +1335,7 @@ impl EventBus {
                 stale: AtomicBool::new(false),
                 version: AtomicU64::new(0),
                 next_id: AtomicU64::new(1),
+                release_due: AtomicBool::new(false),
             }),
             owner: None,
             source: None,
@@ -1323,7 +1452,7 @@ impl EventBus {
             worker: Mutex::new(Worker::default()),
         });
         self.inner.update(|table| {
-            table.routes.insert(sub.clone());
+            table.change(Change::Insert(sub.clone()));
             if let Some(owner) = &self.owner {
                 table
                     .by_owner
@@ -1549,7 +1678,7 @@ impl EventBus {
     /// removed; they live as long as the bus.
     pub fn tap(&self, tap: impl Fn(&Event) + Send + Sync + 'static) {
         self.inner
-            .update(|table| table.routes.taps.push(Arc::new(tap)));
+            .update(|table| table.change(Change::Tap(Arc::new(tap))));
     }
 
     /// Every current subscription (pattern and owner), in subscription order.
@@ -1573,11 +1702,16 @@ impl EventBus {
             return Vec::new();
         };
         for sub in &subs {
-            table.routes.remove(sub);
+            table.change(Change::Remove(sub.clone()));
         }
         self.inner.changed();
         drop(table);
-        subs.iter().filter_map(|sub| sub.close()).collect()
+        let workers = subs.iter().filter_map(|sub| sub.close()).collect();
+        drop(subs);
+        // The owner's handlers go now (those of queued subscriptions when their
+        // workers end): its plugin's `stop` comes next and may wait on what they hold.
+        self.inner.release_removed();
+        workers
     }
 
     /// Whether `sub` takes this event: false for a `once` subscription that fired
@@ -1869,6 +2003,132 @@ mod tests {
             }
         }));
         assert_eq!(report.handled, 0);
+    }
+
+    /// A subscribed handler capturing `marker`, with the routes built (one event
+    /// published) so that the bus's snapshot holds the handler too.
+    fn subscribed_with(bus: &EventBus, topic: &str, marker: &Arc<()>) -> Subscription {
+        let held = marker.clone();
+        let inline = SubscribeOptions {
+            delivery: Delivery::Inline,
+            ..SubscribeOptions::default()
+        };
+        let subscription = bus
+            .on_with(topic, inline, move |_| {
+                let _ = &held;
+                std::future::ready(())
+            })
+            .expect("valid");
+        assert_eq!(bus.try_emit(topic, 1u8), 1);
+        subscription
+    }
+
+    /// Removing a plugin's subscriptions drops their handlers at once, though nothing
+    /// publishes afterwards: a plugin whose `stop` waits for its handler's channel to
+    /// close (events-nats-plugin does) would otherwise wait for its whole timeout.
+    #[test]
+    fn remove_owner_drops_the_owner_s_handlers_at_once() {
+        let bus = EventBus::new();
+        let scoped = bus.scoped("p");
+        let marker = Arc::new(());
+        subscribed_with(&scoped, "a.b", &marker).detach();
+        assert_eq!(Arc::strong_count(&marker), 2);
+        let workers = bus.remove_owner("p");
+        assert!(workers.is_empty(), "inline: no worker");
+        assert_eq!(Arc::strong_count(&marker), 1, "the handler is dropped");
+    }
+
+    /// A cancelled subscription's handler is dropped on the runtime's next turn, once
+    /// for a burst of cancellations; not at the next publish, which may never come.
+    #[test]
+    fn a_cancelled_handler_is_dropped_on_the_runtime_s_next_turn() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let bus = EventBus::new();
+            let markers: Vec<Arc<()>> = (0..3).map(|_| Arc::new(())).collect();
+            let subscriptions: Vec<Subscription> = markers
+                .iter()
+                .enumerate()
+                .map(|(i, marker)| subscribed_with(&bus, &format!("t{i}.e"), marker))
+                .collect();
+            assert!(markers.iter().all(|m| Arc::strong_count(m) == 2));
+            drop(subscriptions);
+            tokio::task::yield_now().await;
+            assert!(
+                markers.iter().all(|m| Arc::strong_count(m) == 1),
+                "every handler is dropped"
+            );
+            assert!(!bus.inner.release_due.load(Ordering::Acquire));
+        });
+    }
+
+    /// Routes rebuilt from the spare copy (left-right) match the table through any mix
+    /// of subscriptions, removals and publishes, including while a [`Publisher`] holds
+    /// an old copy (the rebuild then copies the table) and past [`MAX_CHANGES`].
+    #[test]
+    fn rebuilt_routes_follow_every_change() {
+        let bus = EventBus::new();
+        let inline = SubscribeOptions {
+            delivery: Delivery::Inline,
+            ..SubscribeOptions::default()
+        };
+        let topics = ["a.b", "a.c", "d.e"];
+        let patterns = ["a.b", "a.c", "d.e", "a.*", "**"];
+        let mut live: Vec<(usize, Subscription)> = Vec::new();
+        let mut held: Option<Publisher> = None;
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize % n
+        };
+        for step in 0..20_000 {
+            match next(10) {
+                0..=3 => {
+                    let k = next(patterns.len());
+                    let sub = bus
+                        .on_with(patterns[k], inline, |_| std::future::ready(()))
+                        .expect("valid");
+                    live.push((k, sub));
+                }
+                4..=6 if !live.is_empty() => {
+                    let i = next(live.len());
+                    drop(live.swap_remove(i));
+                }
+                7 => held = Some(bus.publisher(topics[next(topics.len())])),
+                8 => held = None,
+                _ => {
+                    let topic = topics[next(topics.len())];
+                    let expected = live
+                        .iter()
+                        .filter(|(k, _)| {
+                            Pattern::parse(patterns[*k]).expect("valid").matches(topic)
+                        })
+                        .count();
+                    assert_eq!(bus.try_emit(topic, 1u8), expected, "step {step}, {topic}");
+                }
+            }
+            if step % 5_000 == 4_999 {
+                // A burst longer than the change log.
+                let burst: Vec<Subscription> = (0..MAX_CHANGES + 10)
+                    .map(|_| {
+                        bus.on_with("d.e", inline, |_| std::future::ready(()))
+                            .expect("valid")
+                    })
+                    .collect();
+                drop(burst);
+            }
+        }
+        drop(held);
+        let mut ids: Vec<u64> = live.iter().map(|(_, s)| s.sub.id).collect();
+        ids.sort_unstable();
+        let routes = bus.inner.snapshot();
+        let mut seen: Vec<u64> = routes.subscriptions().map(|s| s.id).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, ids);
     }
 
     /// `Listening` answers as `has_subscribers` does after every kind of change to the
