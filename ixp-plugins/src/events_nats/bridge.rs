@@ -95,6 +95,11 @@ struct Shared {
     stopping: AtomicBool,
     deadline: Mutex<Option<Instant>>,
     wake: Notify,
+    /// Events this bridge queued for publishing, and those of them the publisher
+    /// settled (published, rejected or given up on): the difference is what a stop that
+    /// aborts the publisher loses.
+    accepted: AtomicU64,
+    settled: AtomicU64,
 }
 
 /// A connected bridge.
@@ -188,6 +193,8 @@ impl Bridge {
             stopping: AtomicBool::new(false),
             deadline: Mutex::new(None),
             wake: Notify::new(),
+            accepted: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
         });
         let (queue, outgoing) = mpsc::channel::<Outgoing>(config.buffer_size.max(1));
 
@@ -306,7 +313,14 @@ impl Bridge {
                     && !shared_for_handler.stopping.load(Ordering::Relaxed)
                     && patterns.iter().any(|p| topic_matches(p, event.topic()));
                 if bridged {
-                    outgoing_for(&event, &origin, &prefix, &for_handler, &sender);
+                    outgoing_for(
+                        &event,
+                        &origin,
+                        &prefix,
+                        &for_handler,
+                        &sender,
+                        &shared_for_handler.accepted,
+                    );
                 }
                 async {}
             })
@@ -352,13 +366,6 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.flush_timeout);
         self.shared.wake.notify_one();
-        let pending_before = self.pending() as u64;
-        let settled = |stats: &BridgeStats| {
-            stats.published.load(Ordering::Relaxed)
-                + stats.rejected.load(Ordering::Relaxed)
-                + stats.lost.load(Ordering::Relaxed)
-        };
-        let settled_before = settled(&self.stats);
         drop(self.queue.take());
         let grace = self.flush_timeout + Duration::from_secs(2);
         let mut lost = 0;
@@ -367,10 +374,13 @@ impl Bridge {
             .is_err()
         {
             self.publisher.abort();
-            // What was queued when the stop began and the event the publisher held
-            // (busy with one to outlast the grace), less what it settled since.
-            let settled_since = settled(&self.stats).saturating_sub(settled_before);
-            lost = (pending_before + 1).saturating_sub(settled_since);
+            // What it had not settled: the event it held (busy with one to outlast the
+            // grace) and those still queued.
+            let shared = &self.shared;
+            lost = shared
+                .accepted
+                .load(Ordering::Relaxed)
+                .saturating_sub(shared.settled.load(Ordering::Relaxed));
             self.stats.lost.fetch_add(lost, Ordering::Relaxed);
         }
         self.receiver.abort();
@@ -406,6 +416,7 @@ fn outgoing_for(
     prefix: &str,
     stats: &BridgeStats,
     sender: &mpsc::Sender<Outgoing>,
+    accepted: &AtomicU64,
 ) {
     let payload = match event.to_json() {
         Ok(payload) => payload,
@@ -433,7 +444,9 @@ fn outgoing_for(
         subject: format!("{prefix}.{}", event.topic()),
         body: body.into(),
     };
-    if sender.try_send(outgoing).is_err() {
+    if sender.try_send(outgoing).is_ok() {
+        accepted.fetch_add(1, Ordering::Relaxed);
+    } else {
         let n = stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
             tracing::warn!(
@@ -527,6 +540,7 @@ async fn publish_loop(
             match publisher.publish(&message).await {
                 Ok(()) => {
                     stats.published.fetch_add(1, Ordering::Relaxed);
+                    shared.settled.fetch_add(1, Ordering::Relaxed);
                     if attempt > 0 {
                         stats.set_error(None);
                     }
@@ -534,6 +548,7 @@ async fn publish_loop(
                 }
                 Err(Failure::Permanent(error)) => {
                     let n = stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                    shared.settled.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         target: "ixp_plugins::events_nats",
                         "event on `{}` not bridged: {error} ({n} refused so far)",
@@ -561,6 +576,7 @@ async fn publish_loop(
                 if Instant::now() + delay > deadline {
                     let left = 1 + queue.len() as u64;
                     stats.lost.fetch_add(left, Ordering::Relaxed);
+                    shared.settled.fetch_add(left, Ordering::Relaxed);
                     tracing::warn!(
                         target: "ixp_plugins::events_nats",
                         "{left} event(s) not published before the stop deadline"
