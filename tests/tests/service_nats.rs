@@ -148,7 +148,13 @@ async fn an_event_emitted_on_one_instance_is_handled_on_the_other_and_not_echoed
     assert_eq!((stats.published(), stats.received()), (1, 1));
     let health = a.health().await.plugins["events-nats-plugin"].clone();
     assert_eq!(health.status, HealthStatus::Healthy, "{health:?}");
+    // Nothing is left to publish: the stop ends at once (not after `flushTimeoutMs`
+    // plus its grace, 12 s by default) and loses nothing.
+    let started = Instant::now();
     a.stop().await.expect("stop");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "the stop took {took:?}");
+    assert_eq!(stats.lost(), 0);
     b.stop().await.expect("stop");
 }
 
@@ -317,4 +323,135 @@ async fn an_event_too_large_for_nats_is_refused_without_blocking_the_next() {
     assert_eq!((stats.rejected(), stats.published()), (1, 1));
     a.stop().await.expect("stop");
     b.stop().await.expect("stop");
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the process `child`.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("the `kill` command");
+    assert!(status.success(), "kill -{signal} {}", child.id());
+}
+
+/// JetStream, and NATS hangs (the server process is stopped: connections stay open,
+/// nothing answers) while events wait to be published. The stop gives up after
+/// `flushTimeoutMs` plus its grace and counts every event it could not publish as `lost`:
+/// the queued ones and the one waiting for its acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_nats_hangs_counts_every_unpublished_event_as_lost() {
+    let logs = ixp_tests::CapturedLogs::install();
+    let dir = ixp_tests::temp_dir("nats-hang");
+    let port = ixp_tests::free_port();
+    let mut server = nats_server(port, &dir);
+    wait_for_port(port).await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let (a, _) = instance(EventsNatsConfig {
+        flush_timeout_ms: 200,
+        jetstream: JetStreamConfig {
+            enabled: true,
+            // Longer than the stop's grace: the publisher is still waiting for the
+            // acknowledgement when the stop gives up on it.
+            ack_timeout_ms: 30_000,
+            ..JetStreamConfig::default()
+        },
+        ..config(&url, "ixp.hang", "hang-a")
+    })
+    .await;
+    let stats = a
+        .services()
+        .get::<BridgeStats>("events-bridge")
+        .expect("service");
+    a.events().emit("user.before", json!({ "seq": 0 })).await;
+    wait_until("the first event published", Duration::from_secs(10), || {
+        stats.published() == 1
+    })
+    .await;
+
+    signal(&server, "STOP");
+    const HELD: u64 = 5;
+    for seq in 1..=HELD {
+        a.events().emit("user.during", json!({ "seq": seq })).await;
+    }
+    // The publisher has taken the first of them and waits for its acknowledgement.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    a.stop().await.expect("stop");
+    let took = started.elapsed();
+    signal(&server, "CONT");
+    server.kill().ok();
+    server.wait().ok();
+    std::fs::remove_dir_all(dir).ok();
+
+    assert_eq!(stats.published(), 1);
+    assert_eq!(
+        stats.lost(),
+        HELD,
+        "every event emitted after the hang is lost"
+    );
+    // flushTimeoutMs + the 2 s grace, then at most 2 s for the client's flush.
+    assert!(took < Duration::from_secs(8), "the stop took {took:?}");
+    let text = logs.text();
+    let expected = "5 event(s) could not be published before the flush timeout";
+    assert!(
+        text.contains(expected),
+        "no {expected:?} in the logs:\n{text}"
+    );
+}
+
+/// Core NATS, and the server hangs while large events are published: the client takes
+/// them (`published`: core NATS has no acknowledgement) but cannot write them out, the
+/// socket being full, so its final flush cannot finish. The stop still ends in bounded
+/// time, every event is accounted for, and the unfinished flush is logged (those events
+/// may be lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_nats_hangs_with_a_full_socket_ends_and_logs_the_unfinished_flush() {
+    let logs = ixp_tests::CapturedLogs::install();
+    let dir = ixp_tests::temp_dir("nats-full");
+    let port = ixp_tests::free_port();
+    let mut server = nats_server(port, &dir);
+    wait_for_port(port).await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let (a, _) = instance(EventsNatsConfig {
+        flush_timeout_ms: 200,
+        ..config(&url, "ixp.full", "full-a")
+    })
+    .await;
+    let stats = a
+        .services()
+        .get::<BridgeStats>("events-bridge")
+        .expect("service");
+    signal(&server, "STOP");
+    // 64 MiB in all: more than the loopback socket buffers hold.
+    const EVENTS: u64 = 128;
+    let blob = "x".repeat(512 << 10);
+    for seq in 0..EVENTS {
+        a.events()
+            .emit("user.big", json!({ "seq": seq, "blob": blob }))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    a.stop().await.expect("stop");
+    let took = started.elapsed();
+    signal(&server, "CONT");
+    server.kill().ok();
+    server.wait().ok();
+    std::fs::remove_dir_all(dir).ok();
+
+    assert_eq!(
+        stats.published() + stats.lost(),
+        EVENTS,
+        "published {} + lost {}",
+        stats.published(),
+        stats.lost()
+    );
+    // flushTimeoutMs + the 2 s grace, then at most 2 s for the client's flush.
+    assert!(took < Duration::from_secs(8), "the stop took {took:?}");
+    let text = logs.text();
+    let expected = "flushing the NATS client at stop took over 2 s";
+    assert!(
+        text.contains(expected),
+        "no {expected:?} in the logs:\n{text}"
+    );
 }
