@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+    criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use futures::FutureExt;
 use ixp_core::events::{
@@ -547,6 +547,49 @@ fn subscribe(c: &mut Criterion) {
     group.finish();
 }
 
+/// Removing the subscriptions of `n` owners one owner at a time, each with one topic of
+/// its own, after an event was published (so the routes publishers read hold them):
+/// what the host does when a composition of `n` subscribed plugins stops. Each removal
+/// also drops the owner's handlers at once, which rebuilds the routes publishers read.
+/// Throughput: owners.
+fn remove_owners(c: &mut Criterion) {
+    let mut group = c.benchmark_group("events/remove_owner");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    let inline = SubscribeOptions {
+        delivery: Delivery::Inline,
+        ..SubscribeOptions::default()
+    };
+    for n in [100usize, 1_000, 10_000] {
+        let owners: Vec<String> = (0..n).map(|i| format!("plugin-{i}")).collect();
+        let count = counter();
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_batched(
+                || {
+                    let bus = EventBus::new();
+                    for (i, owner) in owners.iter().enumerate() {
+                        bus.scoped(owner.as_str())
+                            .on_with(&format!("topic{i}.event"), inline, sync_handler(count))
+                            .expect("valid topic")
+                            .detach();
+                    }
+                    assert_eq!(bus.try_emit("topic0.event", 1u64), 1);
+                    bus
+                },
+                |bus| {
+                    for owner in owners.iter().rev() {
+                        black_box(bus.remove_owner(owner));
+                    }
+                    bus
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn events(c: &mut Criterion) {
     let rt = runtime();
     let one = |s: &str| vec![s.to_owned()];
@@ -597,6 +640,7 @@ fn events(c: &mut Criterion) {
     on_two_threads(c);
     queued_on_two_threads(c);
     subscribe(c);
+    remove_owners(c);
 }
 
 /// A typed event on the topic of [`on_two_threads`], for `publish`.
