@@ -97,12 +97,20 @@ fn an_event_published_on_one_process_is_handled_on_the_other() {
         assert_eq!(names, ["alice", "bob"], "each greeting once on port {port}");
     }
 
+    // Nothing is left to publish: each process stops at once, not after the bridge's
+    // flushTimeoutMs plus its grace (12 s by default).
     for guard in [&mut a, &mut b] {
+        let sent = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &guard.0.id().to_string()])
             .status();
         let exit = guard.0.wait().expect("exits");
         assert!(exit.success(), "{exit}");
+        let took = sent.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "exited {took:?} after SIGTERM"
+        );
     }
 }
 
