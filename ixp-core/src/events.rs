@@ -850,8 +850,9 @@ impl Routes {
     }
 
     /// Adds `sub`'s route at the end of its topic's (or first segment's) list. A topic
-    /// new to this bus is keyed by its interned name: the global lock is taken when the
-    /// routes change, once per bus and topic, never per event.
+    /// new to these routes is keyed by its interned name: the global lock is taken when
+    /// the routes change (for the table and each copy brought up to date), never per
+    /// event.
     fn insert(&mut self, sub: Arc<Sub>) {
         let route = Route::new(sub);
         match &route.sub.core.pattern {
@@ -944,7 +945,8 @@ impl<'a> Iterator for Matching<'a> {
     }
 }
 
-/// A change to the routes, kept until every copy publishers may read has it.
+/// A change to the table's routes, logged for the next rebuild to apply to the copies
+/// ([`Table`]).
 enum Change {
     Insert(Arc<Sub>),
     /// Holds the subscription, so that applying the removal to a copy does not drop
@@ -978,9 +980,14 @@ const MAX_CHANGES: usize = 4096;
 struct Table {
     routes: Routes,
     by_owner: FastMap<Arc<str>, Vec<Arc<Sub>>>,
-    /// The changes since the current copy was built, in order; `None` once there were
-    /// more than [`MAX_CHANGES`] (the next rebuild copies the table).
-    changes: Option<Vec<Change>>,
+    /// The changes since the current copy was built, in order: all of them, unless
+    /// `changes_dropped`.
+    changes: Vec<Change>,
+    /// More than [`MAX_CHANGES`] changes came since the current copy was built: the
+    /// later ones were not logged, and the next rebuild copies the table. (The log is
+    /// kept as it is rather than dropped: its entries may hold the last handle on a
+    /// handler, which must not be dropped under the table's lock.)
+    changes_dropped: bool,
     /// The copy before the current one, brought up to date with it: the next rebuild
     /// applies `changes` to it instead of copying the table.
     spare: Option<Arc<Routes>>,
@@ -992,21 +999,23 @@ struct Table {
 #[derive(Default)]
 #[must_use]
 struct Released {
-    /// A spare copy that someone still held: not brought up to date.
+    /// The spare copy, when the log could not bring it up to date (it overflowed).
     _spare: Option<Arc<Routes>>,
     /// The copy replaced, when it could not become the spare.
     _routes: Option<Arc<Routes>>,
     /// The changes applied, holding the removed subscriptions.
-    _changes: Option<Vec<Change>>,
+    _changes: Vec<Change>,
 }
 
 impl Table {
-    /// Changes `routes`, and logs the change for the copies.
+    /// Changes `routes`, and logs the change for the copies. (A change not logged is
+    /// dropped here, under the lock: the caller holds what it refers to.)
     fn change(&mut self, change: Change) {
         self.routes.apply(&change);
-        match &mut self.changes {
-            Some(changes) if changes.len() < MAX_CHANGES => changes.push(change),
-            _ => self.changes = None,
+        if self.changes_dropped || self.changes.len() >= MAX_CHANGES {
+            self.changes_dropped = true;
+        } else {
+            self.changes.push(change);
         }
     }
 
@@ -1088,6 +1097,25 @@ struct BusInner {
     release_due: AtomicBool,
 }
 
+/// Clears the bus's `release_due` when dropped: a release task dropped before it ran (its
+/// runtime shutting down) must not leave it set, which would stop every later one.
+struct ReleaseDue(Weak<BusInner>);
+
+impl ReleaseDue {
+    /// Clears the flag; the bus, if it is still there.
+    fn clear(bus: &Weak<BusInner>) -> Option<Arc<BusInner>> {
+        let bus = bus.upgrade()?;
+        bus.release_due.store(false, Ordering::Release);
+        Some(bus)
+    }
+}
+
+impl Drop for ReleaseDue {
+    fn drop(&mut self) {
+        Self::clear(&self.0);
+    }
+}
+
 impl BusInner {
     /// The current routes (a guard that costs no reference count in the common case).
     #[inline]
@@ -1111,10 +1139,11 @@ impl BusInner {
             return Released::default();
         }
         let table = &mut *guard;
-        let changes = table.changes.replace(Vec::new());
+        let changes = std::mem::take(&mut table.changes);
+        let complete = !std::mem::replace(&mut table.changes_dropped, false);
         let mut spare = table.spare.take();
-        let brought_up = match (spare.as_mut().and_then(Arc::get_mut), &changes) {
-            (Some(routes), Some(changes)) => {
+        let brought_up = match spare.as_mut().and_then(Arc::get_mut) {
+            Some(routes) if complete => {
                 changes.iter().for_each(|change| routes.apply(change));
                 true
             }
@@ -1130,10 +1159,10 @@ impl BusInner {
         let mut released = Released {
             _spare: spare,
             _routes: None,
-            _changes: None,
+            _changes: Vec::new(),
         };
-        match (Arc::get_mut(&mut replaced), &changes) {
-            (Some(routes), Some(changes)) => {
+        match Arc::get_mut(&mut replaced) {
+            Some(routes) if complete => {
                 changes.iter().for_each(|change| routes.apply(change));
                 table.spare = Some(replaced);
             }
@@ -1155,8 +1184,8 @@ impl BusInner {
 
     /// [`release_removed`](Self::release_removed) on the Tokio runtime's next turn, once
     /// for a burst of removals (subscriptions dropped one by one in a loop cost one
-    /// rebuild, not one each). Outside a runtime, the routes are rebuilt at the next
-    /// publish or removal through [`EventBus::remove_owner`].
+    /// rebuild, not one each). Outside a runtime, the routes are rebuilt at the bus's
+    /// next use (a publish, or a look at its subscriptions).
     fn release_soon(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -1164,11 +1193,11 @@ impl BusInner {
         if self.release_due.swap(true, Ordering::AcqRel) {
             return;
         }
-        let bus = Arc::downgrade(self);
+        let mut due = ReleaseDue(Arc::downgrade(self));
         runtime.spawn(async move {
-            if let Some(bus) = bus.upgrade() {
-                // Cleared first: a removal made while this one rebuilds asks again.
-                bus.release_due.store(false, Ordering::Release);
+            // Disarmed: cleared here, before the rebuild, so that a removal made while
+            // it runs asks again.
+            if let Some(bus) = ReleaseDue::clear(&std::mem::take(&mut due.0)) {
                 bus.release_removed();
             }
         });
@@ -1189,8 +1218,12 @@ impl BusInner {
         self.version.fetch_add(1, Ordering::Release);
     }
 
-    /// Removes a subscription and closes its queue; its worker, if it has one.
+    /// Removes a subscription and closes its queue; its worker, if it has one. Nothing
+    /// to do for one removed already (with its owner: it was closed then).
     fn unsubscribe(self: &Arc<Self>, sub: &Arc<Sub>) -> Option<JoinHandle<()>> {
+        if sub.is_closed() {
+            return None;
+        }
         self.update(|table| table.remove(sub));
         let worker = sub.close();
         self.release_soon();
@@ -1260,7 +1293,7 @@ impl Subscription {
     /// and what it captured, is dropped once nothing uses it: within a Tokio runtime, on
     /// the runtime's next turn after its queued events (a publish in progress, or a
     /// [`Publisher`] that has not published since, may hold it a little longer); outside
-    /// one, at the bus's next publish.
+    /// one, at the bus's next use (a publish, or a look at its subscriptions).
     pub fn cancel(self) {}
 
     /// Keeps the subscription alive without holding this value: it ends when the plugin
@@ -1725,6 +1758,7 @@ impl EventBus {
             return false;
         }
         self.inner.update(|table| table.remove(&route.sub));
+        self.inner.release_soon();
         true
     }
 
@@ -2065,8 +2099,8 @@ mod tests {
     }
 
     /// Routes rebuilt from the spare copy (left-right) match the table through any mix
-    /// of subscriptions, removals and publishes, including while a [`Publisher`] holds
-    /// an old copy (the rebuild then copies the table) and past [`MAX_CHANGES`].
+    /// of subscriptions, removals and publishes, including while a reader holds a copy
+    /// (the rebuild then copies the table) and past [`MAX_CHANGES`].
     #[test]
     fn rebuilt_routes_follow_every_change() {
         let bus = EventBus::new();
@@ -2077,7 +2111,7 @@ mod tests {
         let topics = ["a.b", "a.c", "d.e"];
         let patterns = ["a.b", "a.c", "d.e", "a.*", "**"];
         let mut live: Vec<(usize, Subscription)> = Vec::new();
-        let mut held: Option<Publisher> = None;
+        let mut held: Option<Arc<Routes>> = None;
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = |n: usize| {
             seed = seed
@@ -2098,7 +2132,7 @@ mod tests {
                     let i = next(live.len());
                     drop(live.swap_remove(i));
                 }
-                7 => held = Some(bus.publisher(topics[next(topics.len())])),
+                7 => held = Some(bus.inner.snapshot().clone()),
                 8 => held = None,
                 _ => {
                     let topic = topics[next(topics.len())];
@@ -2129,6 +2163,89 @@ mod tests {
         let mut seen: Vec<u64> = routes.subscriptions().map(|s| s.id).collect();
         seen.sort_unstable();
         assert_eq!(seen, ids);
+    }
+
+    /// A release task dropped before it ran (its runtime shut down) does not stop later
+    /// ones; and a `once` subscription's handler goes soon after it fired.
+    #[test]
+    fn release_tasks_survive_a_runtime_s_shutdown_and_follow_once_subscriptions() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+        };
+        let bus = EventBus::new();
+        let first = Arc::new(());
+        let subscription = subscribed_with(&bus, "a.b", &first);
+        // The release task is spawned, never polled, and dropped with its runtime.
+        runtime().block_on(async move { drop(subscription) });
+        runtime().block_on(async {
+            let second = Arc::new(());
+            drop(subscribed_with(&bus, "c.d", &second));
+            tokio::task::yield_now().await;
+            assert_eq!(Arc::strong_count(&second), 1, "released after the shutdown");
+            assert_eq!(Arc::strong_count(&first), 1);
+
+            let fired = Arc::new(());
+            let held = fired.clone();
+            let once = SubscribeOptions {
+                once: true,
+                delivery: Delivery::Inline,
+                ..SubscribeOptions::default()
+            };
+            bus.on_with("e.f", once, move |_| {
+                let _ = &held;
+                std::future::ready(())
+            })
+            .expect("valid")
+            .detach();
+            assert_eq!(bus.try_emit("e.f", 1u8), 1);
+            tokio::task::yield_now().await;
+            assert_eq!(Arc::strong_count(&fired), 1, "a fired once handler goes");
+        });
+    }
+
+    /// A handler whose last handle is in the change log, and which holds a subscription
+    /// of the same bus, is dropped outside the table's lock even when the log overflows
+    /// (dropping it under the lock would lock the table again from its `Drop`).
+    #[test]
+    fn a_handler_holding_a_subscription_of_its_bus_is_never_dropped_under_the_lock() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let bus = EventBus::new();
+            let inline = SubscribeOptions {
+                delivery: Delivery::Inline,
+                ..SubscribeOptions::default()
+            };
+            let inner = bus
+                .on_with("x.y", inline, |_| std::future::ready(()))
+                .expect("valid");
+            let outer = bus
+                .on_with("a.b", inline, move |_| {
+                    let _ = &inner;
+                    std::future::ready(())
+                })
+                .expect("valid");
+            // No runtime: nothing rebuilds the routes, and the log holds the last
+            // handles on the outer handler.
+            drop(outer);
+            let burst: Vec<Subscription> = (0..MAX_CHANGES + 10)
+                .map(|_| {
+                    bus.on_with("d.e", inline, |_| std::future::ready(()))
+                        .expect("valid")
+                })
+                .collect();
+            drop(burst);
+            bus.try_emit("x.y", 1u8);
+            let _ = done.send(bus.try_emit("x.y", 1u8));
+        });
+        let handled = finished
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("no deadlock");
+        assert_eq!(
+            handled, 0,
+            "the inner subscription went with the outer handler"
+        );
     }
 
     /// `Listening` answers as `has_subscribers` does after every kind of change to the

@@ -29,8 +29,9 @@ use super::{DeliveryReport, EventBus, Name, Payload, RouteList, Tap, WhenFull};
 ///
 /// **What it holds**: the routes it last looked up hold their handlers. A handler
 /// unsubscribed since (or removed with its plugin), and what it captured, are dropped
-/// when this publisher next publishes or is dropped, not at once; like the bus's
-/// routing table, which holds them until the bus is next used. An unsubscribed handler
+/// when this publisher next publishes or is dropped, not at once (the bus's own routes
+/// let go of them at once, or on the runtime's next turn: see
+/// [`Subscription::cancel`](crate::events::Subscription::cancel)). An unsubscribed handler
 /// is never called: the next event sees the change. A handler should not own a
 /// publisher whose topic reaches that handler: the two would hold each other after it
 /// is unsubscribed.
