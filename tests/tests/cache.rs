@@ -188,3 +188,24 @@ async fn a_dependent_plugin_uses_the_service_and_stop_removes_it() {
     host.stop().await.expect("stop");
     assert!(host.services().get::<Cache>("cache").is_err());
 }
+
+/// A restart keeps the cache and the `cache` service registered (the host removes a
+/// plugin's services before its `restart`).
+#[tokio::test]
+async fn a_restart_keeps_the_cache_and_the_service() {
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<CachePlugin>(CacheConfig::default())
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    let cache = host.services().get::<Cache>("cache").expect("service");
+    cache.set("kept", "yes", None).await.expect("set");
+    host.restart("cache-plugin").await.expect("restart");
+    let after = host
+        .services()
+        .get::<Cache>("cache")
+        .expect("the service after the restart");
+    assert_eq!(after.get("kept").await.expect("get"), Some(b"yes".to_vec()));
+    host.stop().await.expect("stop");
+}

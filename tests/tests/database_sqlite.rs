@@ -260,3 +260,54 @@ fn a_connect_timeout_sqlite_cannot_take_is_a_problem_not_a_crashed_worker() {
     let at_most = "[plugins.database-plugin]\ntype = \"sqlite\"\nfilename = \"x.db\"\nconnectTimeoutMs = 2147483647\n";
     assert_eq!(problems(at_most), "");
 }
+
+/// A restart keeps the pool open and the `database` service registered (the host
+/// removes a plugin's services before its `restart`), and its dependents start again
+/// with it.
+#[tokio::test]
+async fn a_restart_keeps_the_pool_and_the_service_and_restarts_dependents() {
+    let dir = ixp_tests::temp_dir("restart");
+    let migrations = dir.join("migrations");
+    std::fs::create_dir_all(&migrations).expect("migrations dir");
+    std::fs::write(
+        migrations.join("0001_notes.sql"),
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+    )
+    .expect("write migration");
+    let config = DatabaseConfig {
+        kind: DatabaseType::Sqlite,
+        filename: dir.join("app.db"),
+        migrations: Some(migrations),
+        ..DatabaseConfig::default()
+    };
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<DatabasePlugin>(config)
+        .plugin::<NotesPlugin>(NoConfig {})
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    host.restart("database-plugin").await.expect("restart");
+
+    let database = host
+        .services()
+        .get::<Database>("database")
+        .expect("the service after the restart");
+    let pool = database.sqlite().expect("a SQLite pool");
+    assert!(!pool.is_closed(), "the restart keeps the pool");
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM notes")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        count, 2,
+        "notes-plugin started again and wrote a second note"
+    );
+    let health = host.health().await;
+    assert_eq!(
+        health.plugins["database-plugin"].status,
+        HealthStatus::Healthy
+    );
+    host.stop().await.expect("stop");
+    std::fs::remove_dir_all(dir).ok();
+}

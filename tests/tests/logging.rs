@@ -257,3 +257,26 @@ async fn a_log_file_that_cannot_be_opened_fails_initialization_naming_it() {
     assert!(message.contains("not-a-dir/app.log"), "{message}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A restart puts the plugin's output back and the `logger` service with it (the host
+/// removes a plugin's services before its `restart`).
+#[tokio::test]
+async fn a_restart_keeps_the_file_output_and_the_service() {
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = ixp_tests::temp_dir("logging-restart");
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<LoggingPlugin>(file_config(&dir, "10m", 3))
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    host.restart("logging-plugin").await.expect("restart");
+    host.services()
+        .get::<LogService>("logger")
+        .expect("the service after the restart");
+    tracing::info!(target: "outside_any_plugin", "a record after the restart");
+    host.stop().await.expect("stop");
+    let text = std::fs::read_to_string(dir.join("logs/app.log")).expect("log file");
+    assert!(text.contains("a record after the restart"), "{text}");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -78,6 +78,14 @@ impl Plugin for CachePlugin {
         Ok(Self { cache })
     }
 
+    async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        // After a restart the host has removed the service; register it again.
+        if !ctx.services().contains("cache") {
+            ctx.services().register_arc("cache", self.cache.clone())?;
+        }
+        Ok(())
+    }
+
     async fn health(&self, _ctx: &PluginContext) -> PluginHealth {
         self.cache.health().await
     }

@@ -101,6 +101,11 @@ impl Plugin for DatabasePlugin {
     }
 
     async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        // After a restart the host has removed the service; register it again.
+        if !ctx.services().contains("database") {
+            ctx.services()
+                .register_arc("database", self.database.clone())?;
+        }
         if let Some(dir) = &self.migrations {
             let applied = self.database.migrate(dir).await?;
             ctx.logger().info(format_args!(
@@ -115,6 +120,12 @@ impl Plugin for DatabasePlugin {
         self.database.close().await;
         ctx.logger().info("pool closed");
         Ok(())
+    }
+
+    /// Keeps the pool (a closed one cannot be opened again, and dependents may hold the
+    /// service): registers the service again and applies the migrations, as `start`.
+    async fn restart(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        self.start(ctx).await
     }
 
     async fn health(&self, _ctx: &PluginContext) -> PluginHealth {

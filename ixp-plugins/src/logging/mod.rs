@@ -136,9 +136,14 @@ impl Plugin for LoggingPlugin {
         Ok(plugin)
     }
 
-    async fn start(&mut self, _ctx: &PluginContext) -> Result<(), BoxError> {
+    async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
         if self.installed.is_none() {
             self.install()?;
+        }
+        // After a restart the host has removed the service; register it again.
+        if !ctx.services().contains("logger") {
+            ctx.services()
+                .register_arc("logger", self.service.clone())?;
         }
         Ok(())
     }
