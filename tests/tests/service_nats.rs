@@ -148,6 +148,10 @@ async fn an_event_emitted_on_one_instance_is_handled_on_the_other_and_not_echoed
     assert_eq!((stats.published(), stats.received()), (1, 1));
     let health = a.health().await.plugins["events-nats-plugin"].clone();
     assert_eq!(health.status, HealthStatus::Healthy, "{health:?}");
+    // A publisher that published keeps the routes it saw, the bridge's handler (and its
+    // queue's sender) among them, until it publishes again.
+    let mut publisher = a.events().publisher("order.placed");
+    publisher.emit(json!({ "id": 2 })).await;
     // Nothing is left to publish: the stop ends at once (not after `flushTimeoutMs`
     // plus its grace, 12 s by default) and loses nothing.
     let started = Instant::now();
@@ -155,6 +159,29 @@ async fn an_event_emitted_on_one_instance_is_handled_on_the_other_and_not_echoed
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "the stop took {took:?}");
     assert_eq!(stats.lost(), 0);
+    drop(publisher);
+    b.stop().await.expect("stop");
+}
+
+/// A restart connects the bridge again and keeps the `events-bridge` service registered
+/// (the host removes a plugin's services before its `restart`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_bridge_carries_events_again() {
+    let prefix = ixp_tests::unique_name("ixp_restart").replace('_', "-");
+    let (a, _) = instance(config(&machine_nats(), &prefix, "restart-a")).await;
+    let (b, seen_b) = instance(config(&machine_nats(), &prefix, "restart-b")).await;
+    a.restart("events-nats-plugin").await.expect("restart");
+    let stats = a
+        .services()
+        .get::<BridgeStats>("events-bridge")
+        .expect("the service after the restart");
+    a.events().emit("user.created", json!({ "id": 9 })).await;
+    wait_until("the event on B", Duration::from_secs(10), || {
+        !seen_b.lock().expect("lock").is_empty()
+    })
+    .await;
+    assert_eq!(stats.published(), 1);
+    a.stop().await.expect("stop");
     b.stop().await.expect("stop");
 }
 

@@ -95,6 +95,10 @@ struct Shared {
     stopping: AtomicBool,
     deadline: Mutex<Option<Instant>>,
     wake: Notify,
+    /// The stop began: the publisher closes its queue, publishes what is in it and
+    /// ends, whoever still holds a sender of it (a bus handler kept by a `Publisher`,
+    /// say).
+    closing: Notify,
     /// Events this bridge queued for publishing, and those of them the publisher
     /// settled (published, rejected or given up on): the difference is what a stop that
     /// aborts the publisher loses.
@@ -193,6 +197,7 @@ impl Bridge {
             stopping: AtomicBool::new(false),
             deadline: Mutex::new(None),
             wake: Notify::new(),
+            closing: Notify::new(),
             accepted: AtomicU64::new(0),
             settled: AtomicU64::new(0),
         });
@@ -366,6 +371,7 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.flush_timeout);
         self.shared.wake.notify_one();
+        self.shared.closing.notify_one();
         drop(self.queue.take());
         let grace = self.flush_timeout + Duration::from_secs(2);
         let mut lost = 0;
@@ -534,7 +540,24 @@ async fn publish_loop(
     stats: Arc<BridgeStats>,
     shared: Arc<Shared>,
 ) {
-    while let Some(message) = queue.recv().await {
+    let mut closed = false;
+    loop {
+        let message = if closed {
+            queue.recv().await
+        } else {
+            tokio::select! {
+                message = queue.recv() => message,
+                () = shared.closing.notified() => {
+                    // What is queued still comes out; then `recv` ends.
+                    queue.close();
+                    closed = true;
+                    continue;
+                }
+            }
+        };
+        let Some(message) = message else {
+            break;
+        };
         let mut attempt: u32 = 0;
         loop {
             match publisher.publish(&message).await {

@@ -301,9 +301,13 @@ impl Drop for LoggingPlugin {
     /// A plugin dropped without `stop` (a later plugin failed to start, say) still puts
     /// the console back, so the process is not left logging into closed transports.
     fn drop(&mut self) {
-        if self.installed.take().is_some() {
+        // The console first, then the old output goes (its file workers write out what
+        // they hold): records logged in between still have an output.
+        let installed = self.installed.take();
+        if installed.is_some() {
             let _ = telemetry::install(telemetry::console_layer(), telemetry::default_filter());
         }
+        drop(installed);
     }
 }
 
