@@ -311,3 +311,46 @@ async fn a_restart_keeps_the_pool_and_the_service_and_restarts_dependents() {
     host.stop().await.expect("stop");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A connection held across the stop (by code that does not stop with the plugins)
+/// does not hold the stop up to the hook timeout: after its grace, the pool closes
+/// without it, and the stop says so.
+#[tokio::test]
+async fn a_connection_held_across_the_stop_delays_it_by_the_grace_only() {
+    let logs = ixp_tests::CapturedLogs::install();
+    let dir = ixp_tests::temp_dir("held");
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<DatabasePlugin>(DatabaseConfig {
+            kind: DatabaseType::Sqlite,
+            filename: dir.join("app.db"),
+            ..DatabaseConfig::default()
+        })
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    let database = host
+        .services()
+        .get::<Database>("database")
+        .expect("service");
+    let held = database
+        .sqlite()
+        .expect("a SQLite pool")
+        .acquire()
+        .await
+        .expect("a connection");
+    let started = std::time::Instant::now();
+    host.stop().await.expect("the stop succeeds");
+    let took = started.elapsed();
+    assert!(
+        took >= ixp_plugins::database::CLOSE_GRACE && took < std::time::Duration::from_secs(15),
+        "the stop took {took:?}"
+    );
+    let text = logs.text();
+    assert!(
+        text.contains("pool closed with 1 connection(s) still in use after 5s"),
+        "{text}"
+    );
+    drop(held);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -68,6 +68,10 @@ pub use service::{Database, DatabaseError, Pool};
 use ixp_core::{ixp_plugin, BoxError, ConfigViolation, Plugin, PluginContext, PluginHealth};
 use std::sync::Arc;
 
+/// How long a stop waits for the connections in use to be returned before it closes
+/// the pool without them (below the host's default hook timeout of 30 s).
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The guide's DatabasePlugin: registers the `database` service ([`Database`]).
 #[ixp_plugin(
     name = "database-plugin",
@@ -116,9 +120,17 @@ impl Plugin for DatabasePlugin {
         Ok(())
     }
 
+    /// Closes the pool. Connections still in use after [`CLOSE_GRACE`] (a task that
+    /// holds one for good, a plugin that uses the service without depending on this
+    /// one) are left to close when returned, and said: the stop does not wait for them.
     async fn stop(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
-        self.database.close().await;
-        ctx.logger().info("pool closed");
+        match self.database.close(CLOSE_GRACE).await {
+            0 => ctx.logger().info("pool closed"),
+            in_use => ctx.logger().warn(format_args!(
+                "pool closed with {in_use} connection(s) still in use after {}s: each closes when its holder returns it",
+                CLOSE_GRACE.as_secs()
+            )),
+        }
         Ok(())
     }
 

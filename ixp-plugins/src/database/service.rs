@@ -280,16 +280,38 @@ impl Database {
         }
     }
 
-    /// Closes the pool, waiting for connections in use to be returned.
-    pub async fn close(&self) {
+    /// Closes the pool: no new connection from now on; waits up to `grace` for the
+    /// connections in use to be returned, then closes without them (each closes when
+    /// its holder lets it go; MongoDB ends its cursors and sessions). Returns how many
+    /// were still in use at the end of the grace (0 when all came back).
+    pub async fn close(&self, grace: Duration) -> usize {
         match &self.pool {
             #[cfg(feature = "database-sqlite")]
-            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Sqlite(pool) => close_sqlx(pool, grace).await,
             #[cfg(feature = "database-postgres")]
-            Pool::Postgres(pool) => pool.close().await,
+            Pool::Postgres(pool) => close_sqlx(pool, grace).await,
             #[cfg(feature = "database-mongodb")]
-            Pool::Mongo(database) => database.client().clone().shutdown().await,
+            Pool::Mongo(database) => {
+                let client = database.client().clone();
+                match tokio::time::timeout(grace, client.clone().shutdown()).await {
+                    Ok(()) => 0,
+                    Err(_) => {
+                        client.shutdown().immediate(true).await;
+                        1
+                    }
+                }
+            }
         }
+    }
+}
+
+/// [`Database::close`] for an sqlx pool.
+#[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]
+async fn close_sqlx<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, grace: Duration) -> usize {
+    match tokio::time::timeout(grace, pool.close()).await {
+        Ok(()) => 0,
+        // Closed already (no new connection); those in use close when returned.
+        Err(_) => (pool.size() as usize).saturating_sub(pool.num_idle()),
     }
 }
 
