@@ -299,3 +299,42 @@ async fn a_stop_that_gives_up_on_a_server_that_never_answers_counts_what_it_lost
     assert!(lost >= N, "lost {lost}");
     assert_eq!(stats.dropped.load(Ordering::SeqCst), 0);
 }
+
+/// Three transports to servers that never answer: the stop gives them their flush
+/// timeout together, so it takes about one flush timeout, not three (three would reach
+/// the hook timeout with the default of 10 s each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transports_that_never_answer_stop_together_not_one_after_another() {
+    let _global = ixp_tests::global_log_lock().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let accepting = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut config = es_config(format!("http://127.0.0.1:{port}"), "logs", |es| {
+        es.batch_size = 5;
+        es.flush_interval_ms = 10;
+        es.request_timeout_ms = 30_000;
+        es.flush_timeout_ms = 1_000;
+    });
+    let transport = config.transports[0].clone();
+    config.transports = vec![transport.clone(), transport.clone(), transport];
+    let host = launch(config).await;
+    for seq in 0..20 {
+        tracing::info!(target: "es_test", seq, "record {seq}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await; // batches are in flight
+    let started = Instant::now();
+    host.stop().await.expect("stop");
+    let took = started.elapsed();
+    accepting.abort();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "the stop took {took:?}"
+    );
+}

@@ -187,21 +187,45 @@ impl ElasticsearchSender {
         &self.stats
     }
 
-    /// Waits until the sender has sent everything queued (the layer must have been
-    /// dropped, which closes the queue), retrying until the flush timeout.
-    pub async fn finish(self) {
-        *self
+    /// Gives the sender until the flush timeout from now: what it has not sent then
+    /// is counted `lost`, and it ends (unless it is stopping already).
+    fn stop_by_flush_timeout(&self) {
+        let mut deadline = self
             .stats
             .stop_deadline
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.flush_timeout);
+            .unwrap_or_else(|e| e.into_inner());
+        if deadline.is_none() {
+            *deadline = Some(Instant::now() + self.flush_timeout);
+        }
+        drop(deadline);
         self.stats.stopping.notify_waiters();
-        let mut task = self.task;
-        let grace = self.flush_timeout + Duration::from_secs(2);
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            task.abort();
+    }
+}
+
+/// Waits until each sender has sent everything queued (the layers must have been
+/// dropped, which closes the queues), retrying until its flush timeout. The transports
+/// finish together, each with its flush timeout from now: a stop takes the longest of
+/// them, not their sum.
+pub async fn finish_all(senders: Vec<ElasticsearchSender>) {
+    for sender in &senders {
+        sender.stop_by_flush_timeout();
+    }
+    futures::future::join_all(senders.into_iter().map(|mut sender| async move {
+        let grace = sender.flush_timeout + Duration::from_secs(2);
+        if tokio::time::timeout(grace, &mut sender.task).await.is_err() {
+            sender.task.abort();
             tracing::warn!("elasticsearch transport: the sender did not finish within {grace:?}");
         }
+    }))
+    .await;
+}
+
+impl Drop for ElasticsearchSender {
+    /// A sender dropped without [`finish_all`] (its plugin dropped without `stop`)
+    /// still ends by its flush timeout, counting what it could not send.
+    fn drop(&mut self) {
+        self.stop_by_flush_timeout();
     }
 }
 

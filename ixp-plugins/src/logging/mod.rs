@@ -282,9 +282,7 @@ impl LoggingPlugin {
         }
         #[cfg(feature = "logging-elasticsearch")]
         {
-            for sender in installed.senders {
-                sender.finish().await;
-            }
+            elasticsearch::finish_all(installed.senders).await;
             self.service
                 .elasticsearch
                 .lock()
