@@ -1329,6 +1329,58 @@ impl Drop for Subscription {
     }
 }
 
+/// The worker of a removed queued subscription ([`EventBus::remove_owner`]), handling
+/// the events still in its queue; a future that ends with it, as its `JoinHandle`.
+pub struct Draining {
+    worker: JoinHandle<()>,
+    sub: Arc<Sub>,
+}
+
+impl Draining {
+    /// Events still waiting in the queue (not counting the one being handled).
+    pub fn queued(&self) -> usize {
+        self.sub
+            .sender
+            .get()
+            .map_or(0, |sender| sender.max_capacity() - sender.capacity())
+    }
+
+    /// Whether the worker has ended.
+    pub fn is_finished(&self) -> bool {
+        self.worker.is_finished()
+    }
+
+    /// Stops the worker at its handler's next `.await`; the queued events are dropped.
+    pub fn abort(&self) {
+        self.worker.abort();
+    }
+
+    /// The subscription's pattern.
+    pub fn pattern(&self) -> String {
+        self.sub.core.pattern.as_string()
+    }
+}
+
+impl fmt::Debug for Draining {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Draining")
+            .field("pattern", &self.pattern())
+            .field("queued", &self.queued())
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl Future for Draining {
+    /// The worker's end: an error if it was aborted (or, which it guards against, if
+    /// it panicked).
+    type Output = Result<(), tokio::task::JoinError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.worker).poll(cx)
+    }
+}
+
 /// A handler failure reported by [`EventBus::emit_and_wait`].
 #[derive(Debug)]
 pub struct HandlerFailure {
@@ -1729,7 +1781,7 @@ impl EventBus {
 
     /// Removes every subscription made for `owner`; returns the workers still draining
     /// their queues (the host waits for them, bounded by the plugin's hook timeout).
-    pub fn remove_owner(&self, owner: &str) -> Vec<JoinHandle<()>> {
+    pub fn remove_owner(&self, owner: &str) -> Vec<Draining> {
         let mut table = self.inner.table.lock().unwrap_or_else(|p| p.into_inner());
         let Some(subs) = table.by_owner.remove(owner) else {
             return Vec::new();
@@ -1739,7 +1791,15 @@ impl EventBus {
         }
         self.inner.changed();
         drop(table);
-        let workers = subs.iter().filter_map(|sub| sub.close()).collect();
+        let workers = subs
+            .iter()
+            .filter_map(|sub| {
+                sub.close().map(|worker| Draining {
+                    worker,
+                    sub: sub.clone(),
+                })
+            })
+            .collect();
         drop(subs);
         // The owner's handlers go now (those of queued subscriptions when their
         // workers end): its plugin's `stop` comes next and may wait on what they hold.

@@ -45,7 +45,7 @@ use tracing::Instrument;
 
 use crate::config::IxpConfig;
 use crate::context::{PluginContext, Registries};
-use crate::events::{panic_message, EventBus};
+use crate::events::{panic_message, Draining, EventBus};
 use crate::health::{HealthReport, HealthStatus, PluginHealth};
 use crate::plan::{plan_with, Plan};
 use crate::plugin::{BoxError, Plugin, PluginMetadata};
@@ -896,14 +896,17 @@ impl HostShared {
             return;
         }
         let busy: Vec<_> = workers.into_iter().filter(|w| !w.is_finished()).collect();
+        let dropped: usize = busy.iter().map(Draining::queued).sum();
         for worker in &busy {
             worker.abort();
         }
         // An aborted worker ends at its handler's next `.await`; one that never yields
         // cannot be stopped, and is only said.
+        let patterns: Vec<String> = busy.iter().map(Draining::pattern).collect();
         let ended = tokio::time::timeout(slot.hook_timeout, futures::future::join_all(busy));
         let message = format!(
-            "event handlers still busy after the hook timeout ({:?}): their queued events were dropped",
+            "event handlers of [{}] still busy after the hook timeout ({:?}): {dropped} queued event(s) dropped",
+            patterns.join(", "),
             slot.hook_timeout
         );
         if ended.await.is_ok() {

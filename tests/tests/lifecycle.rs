@@ -391,6 +391,7 @@ impl Plugin for SlowPlugin {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_handler_of_a_plugin_runs_once_its_stop_gave_up_waiting_for_its_queue() {
+    let logs = ixp_tests::CapturedLogs::install();
     let (host, _) = new_host(
         Catalog::new().with::<SlowPlugin>(),
         "[plugins.slow-plugin]\nhook_timeout = \"150ms\"\n",
@@ -404,6 +405,22 @@ async fn no_handler_of_a_plugin_runs_once_its_stop_gave_up_waiting_for_its_queue
     host.stop().await.expect("stop");
     let at_stop = SLOW_HANDLED.load(Ordering::SeqCst);
     assert!(at_stop < 50, "the queue was not cut short: {at_stop}");
+    // The events dropped are counted: all but those handled and the one in hand.
+    let text = logs.text();
+    let said = text
+        .lines()
+        .find(|l| l.contains("event handlers of [slow.work] still busy"))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    let dropped: usize = said
+        .split("): ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {said}"));
+    assert!(
+        dropped + at_stop == 49 || dropped + at_stop == 50,
+        "{dropped} dropped, {at_stop} handled: {said}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         SLOW_HANDLED.load(Ordering::SeqCst),
