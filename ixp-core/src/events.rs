@@ -2158,6 +2158,21 @@ mod tests {
         });
     }
 
+    /// A burst of subscriptions longer than the change log ([`MAX_CHANGES`]), made with
+    /// no rebuild in between.
+    fn longer_than_the_change_log(bus: &EventBus) -> Vec<Subscription> {
+        let inline = SubscribeOptions {
+            delivery: Delivery::Inline,
+            ..SubscribeOptions::default()
+        };
+        (0..MAX_CHANGES + 10)
+            .map(|_| {
+                bus.on_with("d.e", inline, |_| std::future::ready(()))
+                    .expect("valid")
+            })
+            .collect()
+    }
+
     /// Routes rebuilt from the spare copy (left-right) match the table through any mix
     /// of subscriptions, removals and publishes, including while a reader holds a copy
     /// (the rebuild then copies the table) and past [`MAX_CHANGES`].
@@ -2206,14 +2221,7 @@ mod tests {
                 }
             }
             if step % 5_000 == 4_999 {
-                // A burst longer than the change log.
-                let burst: Vec<Subscription> = (0..MAX_CHANGES + 10)
-                    .map(|_| {
-                        bus.on_with("d.e", inline, |_| std::future::ready(()))
-                            .expect("valid")
-                    })
-                    .collect();
-                drop(burst);
+                drop(longer_than_the_change_log(&bus));
             }
         }
         drop(held);
@@ -2289,13 +2297,7 @@ mod tests {
             // No runtime: nothing rebuilds the routes, and the log holds the last
             // handles on the outer handler.
             drop(outer);
-            let burst: Vec<Subscription> = (0..MAX_CHANGES + 10)
-                .map(|_| {
-                    bus.on_with("d.e", inline, |_| std::future::ready(()))
-                        .expect("valid")
-                })
-                .collect();
-            drop(burst);
+            drop(longer_than_the_change_log(&bus));
             bus.try_emit("x.y", 1u8);
             let _ = done.send(bus.try_emit("x.y", 1u8));
         });

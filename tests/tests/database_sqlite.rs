@@ -127,9 +127,8 @@ impl Plugin for NotesPlugin {
     }
 }
 
-#[tokio::test]
-async fn creates_the_file_runs_migrations_serves_a_dependent_and_stops_cleanly() {
-    let dir = ixp_tests::temp_dir("full");
+/// `dir/migrations`, holding the migration that makes [`NotesPlugin`]'s table.
+fn notes_migrations(dir: &std::path::Path) -> std::path::PathBuf {
     let migrations = dir.join("migrations");
     std::fs::create_dir_all(&migrations).expect("migrations dir");
     std::fs::write(
@@ -137,6 +136,13 @@ async fn creates_the_file_runs_migrations_serves_a_dependent_and_stops_cleanly()
         "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
     )
     .expect("write migration");
+    migrations
+}
+
+#[tokio::test]
+async fn creates_the_file_runs_migrations_serves_a_dependent_and_stops_cleanly() {
+    let dir = ixp_tests::temp_dir("full");
+    let migrations = notes_migrations(&dir);
     let file = dir.join("nested/dir/app.db");
     let config = DatabaseConfig {
         kind: DatabaseType::Sqlite,
@@ -267,13 +273,7 @@ fn a_connect_timeout_sqlite_cannot_take_is_a_problem_not_a_crashed_worker() {
 #[tokio::test]
 async fn a_restart_keeps_the_pool_and_the_service_and_restarts_dependents() {
     let dir = ixp_tests::temp_dir("restart");
-    let migrations = dir.join("migrations");
-    std::fs::create_dir_all(&migrations).expect("migrations dir");
-    std::fs::write(
-        migrations.join("0001_notes.sql"),
-        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
-    )
-    .expect("write migration");
+    let migrations = notes_migrations(&dir);
     let config = DatabaseConfig {
         kind: DatabaseType::Sqlite,
         filename: dir.join("app.db"),

@@ -255,11 +255,9 @@ async fn a_failing_bulk_request_is_logged_without_the_hosts_password() {
     assert!(!logged.contains("hunter2"), "{logged}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_that_gives_up_on_a_server_that_never_answers_counts_what_it_lost() {
-    let _global = ixp_tests::global_log_lock().await;
-    // Accepts connections, reads, never answers: each `_bulk` request hangs until its
-    // 30 s timeout, far past the stop's 300 ms.
+/// A server on a free port that accepts connections, reads, and never answers; its
+/// port, and the task to abort when done.
+async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -270,6 +268,14 @@ async fn a_stop_that_gives_up_on_a_server_that_never_answers_counts_what_it_lost
             held.push(socket);
         }
     });
+    (port, accepting)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_gives_up_on_a_server_that_never_answers_counts_what_it_lost() {
+    let _global = ixp_tests::global_log_lock().await;
+    // Each `_bulk` request hangs until its 30 s timeout, far past the stop's 300 ms.
+    let (port, accepting) = silent_server().await;
     let config = es_config(format!("http://127.0.0.1:{port}"), "logs", |es| {
         es.batch_size = 5;
         es.flush_interval_ms = 10;
@@ -306,16 +312,7 @@ async fn a_stop_that_gives_up_on_a_server_that_never_answers_counts_what_it_lost
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transports_that_never_answer_stop_together_not_one_after_another() {
     let _global = ixp_tests::global_log_lock().await;
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = silent.local_addr().expect("addr").port();
-    let accepting = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let (port, accepting) = silent_server().await;
     let mut config = es_config(format!("http://127.0.0.1:{port}"), "logs", |es| {
         es.batch_size = 5;
         es.flush_interval_ms = 10;

@@ -352,13 +352,45 @@ async fn an_event_too_large_for_nats_is_refused_without_blocking_the_next() {
     b.stop().await.expect("stop");
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to the process `child`.
-fn signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .expect("the `kill` command");
-    assert!(status.success(), "kill -{signal} {}", child.id());
+/// A `nats-server` of the test's own (JetStream, a fresh directory, a free port) that
+/// the test can make hang; killed and its directory removed when dropped.
+struct OwnNats {
+    child: Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl OwnNats {
+    async fn start(label: &str) -> Self {
+        let dir = ixp_tests::temp_dir(label);
+        let port = ixp_tests::free_port();
+        let child = nats_server(port, &dir);
+        wait_for_port(port).await;
+        Self {
+            child,
+            dir,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Sends `signal` (`STOP`: the server hangs, its connections stay open; `CONT`).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("the `kill` command");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        self.child.kill().ok();
+        self.child.wait().ok();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
 }
 
 /// JetStream, and NATS hangs (the server process is stopped: connections stay open,
@@ -368,11 +400,7 @@ fn signal(child: &Child, signal: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_while_nats_hangs_counts_every_unpublished_event_as_lost() {
     let logs = ixp_tests::CapturedLogs::install();
-    let dir = ixp_tests::temp_dir("nats-hang");
-    let port = ixp_tests::free_port();
-    let mut server = nats_server(port, &dir);
-    wait_for_port(port).await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let server = OwnNats::start("nats-hang").await;
     let (a, _) = instance(EventsNatsConfig {
         flush_timeout_ms: 200,
         jetstream: JetStreamConfig {
@@ -382,7 +410,7 @@ async fn a_stop_while_nats_hangs_counts_every_unpublished_event_as_lost() {
             ack_timeout_ms: 30_000,
             ..JetStreamConfig::default()
         },
-        ..config(&url, "ixp.hang", "hang-a")
+        ..config(&server.url, "ixp.hang", "hang-a")
     })
     .await;
     let stats = a
@@ -395,7 +423,7 @@ async fn a_stop_while_nats_hangs_counts_every_unpublished_event_as_lost() {
     })
     .await;
 
-    signal(&server, "STOP");
+    server.signal("STOP");
     const HELD: u64 = 5;
     for seq in 1..=HELD {
         a.events().emit("user.during", json!({ "seq": seq })).await;
@@ -405,10 +433,7 @@ async fn a_stop_while_nats_hangs_counts_every_unpublished_event_as_lost() {
     let started = Instant::now();
     a.stop().await.expect("stop");
     let took = started.elapsed();
-    signal(&server, "CONT");
-    server.kill().ok();
-    server.wait().ok();
-    std::fs::remove_dir_all(dir).ok();
+    drop(server);
 
     assert_eq!(stats.published(), 1);
     assert_eq!(
@@ -434,21 +459,17 @@ async fn a_stop_while_nats_hangs_counts_every_unpublished_event_as_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_while_nats_hangs_with_a_full_socket_ends_and_logs_the_unfinished_flush() {
     let logs = ixp_tests::CapturedLogs::install();
-    let dir = ixp_tests::temp_dir("nats-full");
-    let port = ixp_tests::free_port();
-    let mut server = nats_server(port, &dir);
-    wait_for_port(port).await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let server = OwnNats::start("nats-full").await;
     let (a, _) = instance(EventsNatsConfig {
         flush_timeout_ms: 200,
-        ..config(&url, "ixp.full", "full-a")
+        ..config(&server.url, "ixp.full", "full-a")
     })
     .await;
     let stats = a
         .services()
         .get::<BridgeStats>("events-bridge")
         .expect("service");
-    signal(&server, "STOP");
+    server.signal("STOP");
     // 64 MiB in all: more than the loopback socket buffers hold.
     const EVENTS: u64 = 128;
     let blob = "x".repeat(512 << 10);
@@ -461,10 +482,7 @@ async fn a_stop_while_nats_hangs_with_a_full_socket_ends_and_logs_the_unfinished
     let started = Instant::now();
     a.stop().await.expect("stop");
     let took = started.elapsed();
-    signal(&server, "CONT");
-    server.kill().ok();
-    server.wait().ok();
-    std::fs::remove_dir_all(dir).ok();
+    drop(server);
 
     assert_eq!(
         stats.published() + stats.lost(),
