@@ -586,7 +586,11 @@ impl Host {
         let n = shared.slots.len();
         for i in 0..n {
             shared.set_state(i, PluginState::Starting);
-            if let Err(failure) = shared.run_hook(i, Hook::Start).await {
+            let started = shared.run_hook(i, Hook::Start).await;
+            if started.is_ok() {
+                shared.warn_unprovided(i);
+            }
+            if let Err(failure) = started {
                 shared.set_state(i, PluginState::Failed);
                 shared.release(i).await;
                 let mut rolled_back = Vec::new();
@@ -705,6 +709,7 @@ impl Host {
             shared.set_state(target, PluginState::Failed);
             return Err(shared.hook_error(target, Hook::Restart, failure, Vec::new(), Vec::new()));
         }
+        shared.warn_unprovided(target);
         shared.set_state(target, PluginState::Running);
         for &d in &dependents {
             shared.set_state(d, PluginState::Starting);
@@ -712,6 +717,7 @@ impl Host {
                 shared.set_state(d, PluginState::Failed);
                 return Err(shared.hook_error(d, Hook::Start, failure, Vec::new(), Vec::new()));
             }
+            shared.warn_unprovided(d);
             shared.set_state(d, PluginState::Running);
         }
         Ok(())
@@ -730,6 +736,26 @@ impl Host {
 }
 
 impl HostShared {
+    /// Says which services a started plugin declares (`provides`) but has not
+    /// registered: a plugin looking one up would not find it. (After a restart, the host
+    /// has removed the plugin's services: one registered only in `initialize` is gone.)
+    fn warn_unprovided(&self, i: usize) {
+        let slot = &self.slots[i];
+        let missing: Vec<&str> = slot
+            .metadata
+            .provides
+            .iter()
+            .copied()
+            .filter(|service| !self.services.contains(service))
+            .collect();
+        if !missing.is_empty() {
+            slot.ctx.logger().warn(format_args!(
+                "declares that it provides [{}], but after its start the registry has no such service: register it in `start` too (a restart removes what `initialize` registered)",
+                missing.join(", ")
+            ));
+        }
+    }
+
     fn state(&self, i: usize) -> PluginState {
         *self.slots[i]
             .state

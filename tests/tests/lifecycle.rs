@@ -486,3 +486,38 @@ async fn stop_drops_the_dependents_a_failed_restart_left_stopped() {
     );
     drop(host);
 }
+
+/// A plugin that declares a service and registers it in `initialize` only.
+#[ixp_core::ixp_plugin(name = "forgetful-plugin", version = "1.0.0", provides = ["kept"])]
+struct ForgetfulPlugin;
+
+impl Plugin for ForgetfulPlugin {
+    type Config = NoConfig;
+
+    async fn initialize(_: NoConfig, ctx: &PluginContext) -> Result<Self, ixp_core::BoxError> {
+        ctx.services().register("kept", 1_u32)?;
+        Ok(Self)
+    }
+}
+
+/// A restart removes the plugin's services before its hook; the host says which
+/// declared service the plugin did not register again, instead of leaving dependents
+/// to fail on a look-up later.
+#[tokio::test]
+async fn a_restart_that_loses_a_declared_service_is_said() {
+    let logs = ixp_tests::CapturedLogs::install();
+    let (host, _) = new_host(Catalog::new().with::<ForgetfulPlugin>(), "").expect("valid");
+    host.launch().await.expect("launch");
+    let warning =
+        "declares that it provides [kept], but after its start the registry has no such service";
+    assert!(!logs.text().contains(warning), "not at launch");
+    host.restart("forgetful-plugin").await.expect("restart");
+    assert!(host.services().get::<u32>("kept").is_err());
+    let text = logs.text();
+    let said = text
+        .lines()
+        .find(|line| line.contains(warning))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(said.contains("forgetful-plugin"), "{said}");
+    host.stop().await.expect("stop");
+}
