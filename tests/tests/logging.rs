@@ -280,3 +280,42 @@ async fn a_restart_keeps_the_file_output_and_the_service() {
     assert!(text.contains("a record after the restart"), "{text}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A restart of logging-plugin restarts database-plugin, which depends on it
+/// (optionally), as a dependent: a stop (its pool closed), then a start, which connects
+/// a new pool and registers it again.
+#[tokio::test]
+async fn restarting_logging_restarts_the_database_plugin_on_a_new_pool() {
+    use ixp_plugins::database::{Database, DatabaseConfig, DatabasePlugin, DatabaseType};
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = ixp_tests::temp_dir("logging-restart-db");
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<LoggingPlugin>(LoggingConfig::default())
+        .plugin::<DatabasePlugin>(DatabaseConfig {
+            kind: DatabaseType::Sqlite,
+            filename: dir.join("app.db"),
+            ..DatabaseConfig::default()
+        })
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    let before = host
+        .services()
+        .get::<Database>("database")
+        .expect("service");
+    host.restart("logging-plugin").await.expect("restart");
+    assert!(before.is_closed(), "the stop closed the first pool");
+    let database = host
+        .services()
+        .get::<Database>("database")
+        .expect("the service after the restart");
+    assert!(!database.is_closed());
+    let (one,): (i64,) = ixp_plugins::sqlx::query_as("SELECT 1")
+        .fetch_one(database.sqlite().expect("a SQLite pool"))
+        .await
+        .expect("a query on the new pool");
+    assert_eq!(one, 1);
+    host.stop().await.expect("stop");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -127,7 +127,10 @@ async fn a_connection_string_with_options_is_used_as_given() {
     };
     let database = Database::connect(&config).await.expect("connect");
     assert_eq!(database.mongo().expect("mongo").name(), "fromuri");
-    database.close(std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        database.close(std::time::Duration::from_secs(5)).await,
+        Ok(())
+    );
 }
 
 #[tokio::test]

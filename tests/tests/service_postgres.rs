@@ -155,7 +155,7 @@ async fn migrations_run_against_postgresql() {
         .execute(admin.postgres().expect("pg"))
         .await
         .expect("drop database");
-    admin.close(std::time::Duration::from_secs(5)).await;
+    assert_eq!(admin.close(std::time::Duration::from_secs(5)).await, Ok(()));
     std::fs::remove_dir_all(dir).ok();
 }
 

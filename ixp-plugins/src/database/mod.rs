@@ -83,7 +83,7 @@ pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 )]
 pub struct DatabasePlugin {
     database: Arc<Database>,
-    migrations: Option<std::path::PathBuf>,
+    config: DatabaseConfig,
 }
 
 impl Plugin for DatabasePlugin {
@@ -98,19 +98,27 @@ impl Plugin for DatabasePlugin {
         ctx.logger()
             .info(format_args!("connected to {}", database.describe()));
         ctx.services().register_arc("database", database.clone())?;
-        Ok(Self {
-            database,
-            migrations: config.migrations,
-        })
+        Ok(Self { database, config })
     }
 
+    /// Applies the migrations. After a stop (this plugin restarted as a dependent of a
+    /// plugin it depends on, such as logging-plugin), connects a new pool, and registers
+    /// the service again: a plugin that depends on this one looks it up in its own
+    /// `start`, which follows.
     async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        if self.database.is_closed() {
+            self.database = Arc::new(Database::connect(&self.config).await?);
+            ctx.logger().info(format_args!(
+                "connected again to {}",
+                self.database.describe()
+            ));
+        }
         // After a restart the host has removed the service; register it again.
         if !ctx.services().contains("database") {
             ctx.services()
                 .register_arc("database", self.database.clone())?;
         }
-        if let Some(dir) = &self.migrations {
+        if let Some(dir) = &self.config.migrations {
             let applied = self.database.migrate(dir).await?;
             ctx.logger().info(format_args!(
                 "migrations in {} applied ({applied} new)",
@@ -124,11 +132,14 @@ impl Plugin for DatabasePlugin {
     /// holds one for good, a plugin that uses the service without depending on this
     /// one) are left to close when returned, and said: the stop does not wait for them.
     async fn stop(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+        let grace = CLOSE_GRACE.as_secs();
         match self.database.close(CLOSE_GRACE).await {
-            0 => ctx.logger().info("pool closed"),
-            in_use => ctx.logger().warn(format_args!(
-                "pool closed with {in_use} connection(s) still in use after {}s: each closes when its holder returns it",
-                CLOSE_GRACE.as_secs()
+            Ok(()) => ctx.logger().info("pool closed"),
+            Err(Some(in_use)) => ctx.logger().warn(format_args!(
+                "pool closed with {in_use} connection(s) still in use after {grace}s: each closes when its holder returns it"
+            )),
+            Err(None) => ctx.logger().warn(format_args!(
+                "pool closed with connections, cursors or sessions still in use after {grace}s: ended at once"
             )),
         }
         Ok(())

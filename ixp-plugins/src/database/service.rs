@@ -56,6 +56,8 @@ pub struct Database {
     pool: Pool,
     server: String,
     timeout: Duration,
+    /// [`close`](Database::close) was called: the pool takes no new connection.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Database {
@@ -147,7 +149,14 @@ impl Database {
             pool,
             server,
             timeout,
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether [`close`](Self::close) was called (a closed pool cannot be opened again:
+    /// connect a new [`Database`]).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The pool.
@@ -282,9 +291,12 @@ impl Database {
 
     /// Closes the pool: no new connection from now on; waits up to `grace` for the
     /// connections in use to be returned, then closes without them (each closes when
-    /// its holder lets it go; MongoDB ends its cursors and sessions). Returns how many
-    /// were still in use at the end of the grace (0 when all came back).
-    pub async fn close(&self, grace: Duration) -> usize {
+    /// its holder lets it go; MongoDB ends its cursors and sessions). `Err` when some
+    /// were still in use at the end of the grace: how many, where the driver says
+    /// (not MongoDB's).
+    pub async fn close(&self, grace: Duration) -> Result<(), Option<usize>> {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         match &self.pool {
             #[cfg(feature = "database-sqlite")]
             Pool::Sqlite(pool) => close_sqlx(pool, grace).await,
@@ -294,10 +306,10 @@ impl Database {
             Pool::Mongo(database) => {
                 let client = database.client().clone();
                 match tokio::time::timeout(grace, client.clone().shutdown()).await {
-                    Ok(()) => 0,
+                    Ok(()) => Ok(()),
                     Err(_) => {
                         client.shutdown().immediate(true).await;
-                        1
+                        Err(None)
                     }
                 }
             }
@@ -307,11 +319,14 @@ impl Database {
 
 /// [`Database::close`] for an sqlx pool.
 #[cfg(any(feature = "database-sqlite", feature = "database-postgres"))]
-async fn close_sqlx<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, grace: Duration) -> usize {
+async fn close_sqlx<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    grace: Duration,
+) -> Result<(), Option<usize>> {
     match tokio::time::timeout(grace, pool.close()).await {
-        Ok(()) => 0,
+        Ok(()) => Ok(()),
         // Closed already (no new connection); those in use close when returned.
-        Err(_) => (pool.size() as usize).saturating_sub(pool.num_idle()),
+        Err(_) => Err(Some((pool.size() as usize).saturating_sub(pool.num_idle()))),
     }
 }
 
