@@ -97,8 +97,8 @@ fn an_event_published_on_one_process_is_handled_on_the_other() {
         assert_eq!(names, ["alice", "bob"], "each greeting once on port {port}");
     }
 
-    // Nothing is left to publish: each process stops at once, not after the bridge's
-    // flushTimeoutMs plus its grace (12 s by default).
+    // Nothing is left to publish: each process stops at once, well before the bridge's
+    // flushTimeoutMs plus its grace (12 s by default), which it used to wait out.
     for guard in [&mut a, &mut b] {
         let sent = Instant::now();
         let _ = Command::new("kill")
@@ -108,7 +108,7 @@ fn an_event_published_on_one_process_is_handled_on_the_other() {
         assert!(exit.success(), "{exit}");
         let took = sent.elapsed();
         assert!(
-            took < Duration::from_secs(5),
+            took < Duration::from_secs(8),
             "exited {took:?} after SIGTERM"
         );
     }

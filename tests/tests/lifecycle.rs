@@ -405,7 +405,8 @@ async fn no_handler_of_a_plugin_runs_once_its_stop_gave_up_waiting_for_its_queue
     host.stop().await.expect("stop");
     let at_stop = SLOW_HANDLED.load(Ordering::SeqCst);
     assert!(at_stop < 50, "the queue was not cut short: {at_stop}");
-    // The events dropped are counted: all but those handled and the one in hand.
+    // The events dropped are counted: all but those handled and the one in hand (the
+    // worker may finish one more between the count and the abort).
     let text = logs.text();
     let said = text
         .lines()
@@ -418,7 +419,7 @@ async fn no_handler_of_a_plugin_runs_once_its_stop_gave_up_waiting_for_its_queue
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count in {said}"));
     assert!(
-        dropped + at_stop == 49 || dropped + at_stop == 50,
+        (49..=51).contains(&(dropped + at_stop)),
         "{dropped} dropped, {at_stop} handled: {said}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;

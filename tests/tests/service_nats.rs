@@ -157,7 +157,8 @@ async fn an_event_emitted_on_one_instance_is_handled_on_the_other_and_not_echoed
     let started = Instant::now();
     a.stop().await.expect("stop");
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "the stop took {took:?}");
+    // Well under the 12 s it took when it waited for the handler's sender.
+    assert!(took < Duration::from_secs(6), "the stop took {took:?}");
     assert_eq!(stats.lost(), 0);
     drop(publisher);
     b.stop().await.expect("stop");
@@ -180,7 +181,10 @@ async fn a_restarted_bridge_carries_events_again() {
         !seen_b.lock().expect("lock").is_empty()
     })
     .await;
-    assert_eq!(stats.published(), 1);
+    wait_until("A to count it published", Duration::from_secs(10), || {
+        stats.published() == 1
+    })
+    .await;
     a.stop().await.expect("stop");
     b.stop().await.expect("stop");
 }

@@ -380,6 +380,9 @@ impl Bridge {
             .is_err()
         {
             self.publisher.abort();
+            // Ended (at its next `.await`), so that nothing it settles meanwhile is
+            // counted both ways.
+            let _ = (&mut self.publisher).await;
             // What it had not settled: the event it held (busy with one to outlast the
             // grace) and those still queued.
             let shared = &self.shared;
