@@ -157,6 +157,42 @@ impl PluginContext {
         &self.inner.config
     }
 
+    /// How long each of this plugin's hooks may run before the host gives up on it: the
+    /// `hook_timeout` of its section, else `server.hook_timeout` (30 s by default). A
+    /// `stop` that waits for something should give up on it before this.
+    ///
+    /// ```
+    /// use ixp_core::{ixp_plugin, BoxError, NoConfig, Plugin, PluginContext};
+    ///
+    /// #[ixp_plugin(name = "flusher-plugin", version = "1.0.0")]
+    /// pub struct Flusher;
+    ///
+    /// impl Plugin for Flusher {
+    ///     type Config = NoConfig;
+    ///
+    ///     async fn initialize(_: NoConfig, _: &PluginContext) -> Result<Self, BoxError> {
+    ///         Ok(Self)
+    ///     }
+    ///
+    ///     async fn stop(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
+    ///         // Gives up on a flush that does not end before the host gives up on
+    ///         // this hook.
+    ///         let flush = std::future::pending::<()>();
+    ///         if tokio::time::timeout(ctx.hook_timeout() / 2, flush).await.is_err() {
+    ///             ctx.logger().warn("flush cut short");
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn hook_timeout(&self) -> std::time::Duration {
+        self.inner
+            .config
+            .plugin(&self.inner.plugin)
+            .and_then(|section| section.hook_timeout)
+            .unwrap_or(self.inner.config.server().hook_timeout)
+    }
+
     /// The event bus, acting for this plugin.
     pub fn events(&self) -> &EventBus {
         &self.inner.events

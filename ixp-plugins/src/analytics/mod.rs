@@ -146,11 +146,7 @@ impl Plugin for AnalyticsPlugin {
         // may hold a key).
         let url = reqwest::Url::parse(&config.endpoint)
             .map_err(|e| format!("endpoint is not a valid URL: {e}"))?;
-        let hook_timeout = ctx
-            .config()
-            .plugin(ctx.plugin_name())
-            .and_then(|s| s.hook_timeout)
-            .unwrap_or(ctx.config().server().hook_timeout);
+        let hook_timeout = ctx.hook_timeout();
         if timing.flush_timeout + std::time::Duration::from_secs(1) >= hook_timeout {
             ctx.logger().warn(format_args!(
                 "flushTimeout ({}) is not below hook_timeout ({}): a stop that needs the whole flush time will be cut short",

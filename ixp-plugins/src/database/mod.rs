@@ -69,7 +69,7 @@ use ixp_core::{ixp_plugin, BoxError, ConfigViolation, Plugin, PluginContext, Plu
 use std::sync::Arc;
 
 /// How long a stop waits for the connections in use to be returned before it closes
-/// the pool without them (below the host's default hook timeout of 30 s).
+/// the pool without them: at most this, and at most half the plugin's hook timeout.
 pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The guide's DatabasePlugin: registers the `database` service ([`Database`]).
@@ -128,18 +128,20 @@ impl Plugin for DatabasePlugin {
         Ok(())
     }
 
-    /// Closes the pool. Connections still in use after [`CLOSE_GRACE`] (a task that
-    /// holds one for good, a plugin that uses the service without depending on this
-    /// one) are left to close when returned, and said: the stop does not wait for them.
+    /// Closes the pool. Connections still in use after [`CLOSE_GRACE`] (or half the
+    /// hook timeout, if shorter: a task that holds one for good, a plugin that uses the
+    /// service without depending on this one) are left to close when returned, and
+    /// said: the stop does not wait for them.
     async fn stop(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
-        let grace = CLOSE_GRACE.as_secs();
-        match self.database.close(CLOSE_GRACE).await {
+        let close_grace = CLOSE_GRACE.min(ctx.hook_timeout() / 2);
+        let grace = humantime::format_duration(close_grace);
+        match self.database.close(close_grace).await {
             Ok(()) => ctx.logger().info("pool closed"),
             Err(Some(in_use)) => ctx.logger().warn(format_args!(
-                "pool closed with {in_use} connection(s) still in use after {grace}s: each closes when its holder returns it"
+                "pool closed with {in_use} connection(s) still in use after {grace}: each closes when its holder returns it"
             )),
             Err(None) => ctx.logger().warn(format_args!(
-                "pool closed with connections, cursors or sessions still in use after {grace}s: ended at once"
+                "pool closed with connections, cursors or sessions still in use after {grace}: ended at once"
             )),
         }
         Ok(())
