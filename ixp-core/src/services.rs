@@ -394,8 +394,51 @@ impl ServiceRegistry {
         name: &str,
         value: Arc<T>,
     ) -> Result<(), ServiceError> {
+        self.insert(name, value, false)
+    }
+
+    /// [`register_arc`](Self::register_arc) for a plugin's `start`, of a service it
+    /// registered in `initialize`: a name this registry's owner holds already is left
+    /// as it is. A restart removes the plugin's services before its hook (by default
+    /// `stop`, then `start`), so the service must be registered again there. A name
+    /// another owner holds is still [`ServiceError::AlreadyRegistered`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ixp_core::ServiceRegistry;
+    ///
+    /// let registry = ServiceRegistry::new();
+    /// let mine = registry.scoped("clock-plugin");
+    /// let clock = Arc::new(42_u64);
+    /// mine.register_arc("clock", clock.clone())?; // in `initialize`
+    /// mine.register_arc_again("clock", clock.clone())?; // in `start`: kept as it is
+    /// registry.remove_owner("clock-plugin"); // what a restart does first
+    /// mine.register_arc_again("clock", clock.clone())?; // in `start`: registered again
+    /// assert_eq!(*registry.get::<u64>("clock")?, 42);
+    /// assert!(registry.scoped("other").register_arc_again("clock", clock).is_err());
+    /// # Ok::<(), ixp_core::ServiceError>(())
+    /// ```
+    pub fn register_arc_again<T: Send + Sync + 'static>(
+        &self,
+        name: &str,
+        value: Arc<T>,
+    ) -> Result<(), ServiceError> {
+        self.insert(name, value, true)
+    }
+
+    /// Registers `value` under `name`; a name registered already is an error, unless
+    /// `keep_own` and this registry's owner holds it (then nothing changes).
+    fn insert<T: Send + Sync + 'static>(
+        &self,
+        name: &str,
+        value: Arc<T>,
+        keep_own: bool,
+    ) -> Result<(), ServiceError> {
         let mut inner = self.write();
         if let Some(existing) = inner.services.get(name) {
+            if keep_own && existing.owner == self.owner {
+                return Ok(());
+            }
             return Err(ServiceError::AlreadyRegistered {
                 name: name.to_owned(),
                 owner: existing.owner.as_deref().map(str::to_owned),

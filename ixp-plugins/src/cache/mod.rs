@@ -79,10 +79,9 @@ impl Plugin for CachePlugin {
     }
 
     async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
-        // After a restart the host has removed the service; register it again.
-        if !ctx.services().contains("cache") {
-            ctx.services().register_arc("cache", self.cache.clone())?;
-        }
+        // A restart removed the service (see `register_arc_again`).
+        ctx.services()
+            .register_arc_again("cache", self.cache.clone())?;
         Ok(())
     }
 

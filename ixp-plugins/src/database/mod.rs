@@ -113,11 +113,9 @@ impl Plugin for DatabasePlugin {
                 self.database.describe()
             ));
         }
-        // After a restart the host has removed the service; register it again.
-        if !ctx.services().contains("database") {
-            ctx.services()
-                .register_arc("database", self.database.clone())?;
-        }
+        // A restart removed the service (see `register_arc_again`).
+        ctx.services()
+            .register_arc_again("database", self.database.clone())?;
         if let Some(dir) = &self.config.migrations {
             let applied = self.database.migrate(dir).await?;
             ctx.logger().info(format_args!(

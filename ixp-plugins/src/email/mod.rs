@@ -193,10 +193,9 @@ impl Plugin for EmailPlugin {
     }
 
     async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
-        // After a restart the host has removed the service; register it again.
-        if !ctx.services().contains("email") {
-            ctx.services().register_arc("email", self.email.clone())?;
-        }
+        // A restart removed the service (see `register_arc_again`).
+        ctx.services()
+            .register_arc_again("email", self.email.clone())?;
         let email = self.email.clone();
         let send = ctx.events().subscribe(move |message: Arc<EmailMessage>| {
             let email = email.clone();

@@ -97,11 +97,9 @@ impl Plugin for EventsNatsPlugin {
     }
 
     async fn start(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
-        // After a restart the host has removed the service; register it again.
-        if !ctx.services().contains("events-bridge") {
-            ctx.services()
-                .register_arc("events-bridge", self.stats.clone())?;
-        }
+        // A restart removed the service (see `register_arc_again`).
+        ctx.services()
+            .register_arc_again("events-bridge", self.stats.clone())?;
         if self.bridge.is_none() {
             self.bridge =
                 Some(bridge::Bridge::connect(&self.config, ctx, self.stats.clone()).await?);

@@ -140,11 +140,9 @@ impl Plugin for LoggingPlugin {
         if self.installed.is_none() {
             self.install()?;
         }
-        // After a restart the host has removed the service; register it again.
-        if !ctx.services().contains("logger") {
-            ctx.services()
-                .register_arc("logger", self.service.clone())?;
-        }
+        // A restart removed the service (see `register_arc_again`).
+        ctx.services()
+            .register_arc_again("logger", self.service.clone())?;
         Ok(())
     }
 
