@@ -623,7 +623,15 @@ impl ServiceRegistry {
 }
 
 /// The service behind `weak` as a `T`, if it is still registered and a `T`.
-#[inline]
+///
+/// Not inlined, on measurement: `downcast` compares the `TypeId` that the virtual
+/// `type_id` call has just written to the stack in two 8-byte stores, and inlined
+/// into `get` the compiler read it back with one 16-byte load, which cannot be
+/// forwarded from those stores: the stall was the largest part of a named look-up
+/// (`perf annotate`: 38% of its samples on that load; `services/lookup/get_named`
+/// 29-35 ns, against 16-20 ns as a function of its own, and `get_typed` 10-14 against
+/// 11-12 ns; docs/performance.md).
+#[inline(never)]
 fn upgrade<T: Send + Sync + 'static>(weak: Option<&WeakService>) -> Option<Arc<T>> {
     weak?.upgrade()?.downcast::<T>().ok()
 }
