@@ -319,3 +319,121 @@ async fn restarting_logging_restarts_the_database_plugin_on_a_new_pool() {
     host.stop().await.expect("stop");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A named pipe at `<dir>/logs/app.log` (the file transport's file), and a thread that
+/// opens it for reading, waits until `hold` says so, then reads it to the end: a disk
+/// that takes no more until then. Returns the thread, which counts the lines it read.
+fn slow_pipe(dir: &Path, hold: std::sync::mpsc::Receiver<()>) -> std::thread::JoinHandle<usize> {
+    std::fs::create_dir_all(dir.join("logs")).expect("log dir");
+    let pipe = dir.join("logs").join("app.log");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", pipe.display());
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        // Blocks until the transport opens the pipe for writing.
+        let reader = std::fs::File::open(&pipe).expect("open the pipe");
+        let _ = hold.recv();
+        std::io::BufReader::new(reader).lines().count()
+    })
+}
+
+/// Logs `n` records of ~200 bytes: far more than a pipe holds (64 KiB).
+fn log_many(n: usize) {
+    for i in 0..n {
+        tracing::info!(target: "drain_test", seq = i, "record {i:05} {}", "x".repeat(120));
+    }
+}
+
+#[tokio::test]
+async fn a_stop_waits_until_the_file_writer_has_written_every_record() {
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = ixp_tests::temp_dir("logging-drain");
+    let (release, hold) = std::sync::mpsc::channel();
+    let reader = slow_pipe(&dir, hold);
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        .plugin::<LoggingPlugin>(file_config(&dir, "1g", 2))
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    let service = host
+        .services()
+        .get::<LogService>("logger")
+        .expect("the logger service");
+    let [stats] = <[_; 1]>::try_from(service.file_stats()).expect("one file transport");
+    log_many(5_000);
+    let health = host.health().await.plugins["logging-plugin"].clone();
+    assert!(
+        health.details["file[0]"]["pending"].as_u64() > Some(0),
+        "the pipe holds up the writer: {health:?}"
+    );
+    // The disk takes records again 2 s from now: longer than the ~1 s that dropping
+    // `tracing-appender`'s guard waits by itself.
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let _ = release.send(());
+    });
+    host.stop().await.expect("stop");
+    let accepted = stats.accepted.load(std::sync::atomic::Ordering::Acquire);
+    let written = stats.written.load(std::sync::atomic::Ordering::Acquire);
+    assert!(accepted >= 5_000, "{stats:?}");
+    assert_eq!(
+        written, accepted,
+        "the stop returned before every record was written: {stats:?}"
+    );
+    assert_eq!(stats.lost.load(std::sync::atomic::Ordering::Acquire), 0);
+    let lines = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .expect("join");
+    assert_eq!(
+        lines as u64, written,
+        "every written record reached the file"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_stop_gives_up_on_a_file_that_takes_nothing_and_counts_what_is_lost() {
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = ixp_tests::temp_dir("logging-lost");
+    let (release, hold) = std::sync::mpsc::channel();
+    let reader = slow_pipe(&dir, hold);
+    let host = Host::builder()
+        .catalog(Catalog::new())
+        // The stop waits half the hook timeout for the file: 1 s.
+        .config(ixp_tests::toml_config(
+            "[plugins.logging-plugin]\nhook_timeout = \"2s\"\n",
+        ))
+        .plugin::<LoggingPlugin>(file_config(&dir, "1g", 2))
+        .build()
+        .expect("plan");
+    host.launch().await.expect("launch");
+    let service = host
+        .services()
+        .get::<LogService>("logger")
+        .expect("the logger service");
+    let [stats] = <[_; 1]>::try_from(service.file_stats()).expect("one file transport");
+    log_many(5_000);
+    let started = std::time::Instant::now();
+    host.stop()
+        .await
+        .expect("a stop that gives up still succeeds");
+    let took = started.elapsed();
+    // 1 s of waiting, then the guard's own ~1 s; wide for a loaded machine.
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    let lost = stats.lost.load(std::sync::atomic::Ordering::Acquire);
+    let accepted = stats.accepted.load(std::sync::atomic::Ordering::Acquire);
+    assert!(
+        lost > 0 && lost <= accepted,
+        "what the pipe did not take is counted as lost: {stats:?}"
+    );
+    // Let the writer thread finish into the pipe, so that nothing is left blocked.
+    let _ = release.send(());
+    tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .expect("join");
+    std::fs::remove_dir_all(dir).ok();
+}

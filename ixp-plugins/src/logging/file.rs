@@ -5,6 +5,168 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tracing_appender::non_blocking::NonBlocking;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// The counters of a `file` transport ([`LogService::file_stats`](super::LogService::file_stats)).
+///
+/// Records are handed to a writer thread, which writes them to the file; a stop waits
+/// for it to write every record handed over (at most half the plugin's hook timeout),
+/// and counts what it could not write by then in `lost`.
+#[derive(Debug)]
+pub struct FileStats {
+    /// The file written to.
+    pub path: PathBuf,
+    /// Records handed to the writer thread.
+    pub accepted: AtomicU64,
+    /// Records written to the file.
+    pub written: AtomicU64,
+    /// Records the file refused (an I/O error: a full disk, say).
+    pub failed: AtomicU64,
+    /// Records still unwritten when a stop's deadline passed.
+    pub lost: AtomicU64,
+}
+
+impl FileStats {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            accepted: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+        }
+    }
+
+    /// Records handed over and not yet written or failed.
+    pub fn pending(&self) -> u64 {
+        // `accepted` counts a record once it is handed over, so the writer thread may
+        // have counted it first: never below zero.
+        let settled = self.written.load(Ordering::Acquire) + self.failed.load(Ordering::Acquire);
+        self.accepted
+            .load(Ordering::Acquire)
+            .saturating_sub(settled)
+    }
+}
+
+/// Waits until the writer threads of `files` have written (or failed) every record
+/// handed to them, or `deadline` passes; what is still unwritten then is counted in
+/// `lost` and logged. Whether every file was drained.
+pub(super) async fn drain<'a>(
+    files: impl Iterator<Item = &'a FileStats> + Clone,
+    deadline: tokio::time::Instant,
+) -> bool {
+    // The threads write on their own; this only watches (a few ms between looks).
+    while files.clone().any(|stats| stats.pending() > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let mut drained = true;
+    for stats in files {
+        let pending = stats.pending();
+        if pending > 0 {
+            drained = false;
+            stats.lost.fetch_add(pending, Ordering::AcqRel);
+            tracing::warn!(
+                file = %stats.path.display(),
+                lost = pending,
+                "log file transport stopped with {pending} record(s) still unwritten: lost"
+            );
+        }
+    }
+    drained
+}
+
+/// The writer thread's side: a [`RotatingFile`] that counts the records it writes.
+/// (`tracing-appender`'s worker hands each record to `write_all`.)
+pub(super) struct CountedFile {
+    file: RotatingFile,
+    stats: Arc<FileStats>,
+}
+
+impl CountedFile {
+    pub(super) fn new(file: RotatingFile) -> (Self, Arc<FileStats>) {
+        let stats = Arc::new(FileStats::new(file.path().to_owned()));
+        let counted = Self {
+            file,
+            stats: stats.clone(),
+        };
+        (counted, stats)
+    }
+}
+
+impl Write for CountedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let result = self.file.write_all(buf);
+        let counter = match &result {
+            Ok(()) => &self.stats.written,
+            Err(e) => {
+                if self.stats.failed.fetch_add(1, Ordering::AcqRel) == 0 {
+                    eprintln!(
+                        "logging-plugin: cannot write to `{}`: {e}",
+                        self.stats.path.display()
+                    );
+                }
+                return result;
+            }
+        };
+        counter.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The formatters' side: `tracing-appender`'s non-blocking writer, counting the records
+/// handed over.
+pub(super) struct CountedWriter {
+    inner: NonBlocking,
+    stats: Arc<FileStats>,
+}
+
+impl CountedWriter {
+    pub(super) fn new(inner: NonBlocking, stats: Arc<FileStats>) -> Self {
+        Self { inner, stats }
+    }
+}
+
+impl<'a> MakeWriter<'a> for CountedWriter {
+    type Writer = Handing<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Handing {
+            inner: self.inner.clone(),
+            stats: &self.stats,
+        }
+    }
+}
+
+/// One record's writer ([`CountedWriter`]).
+pub(super) struct Handing<'a> {
+    inner: NonBlocking,
+    stats: &'a FileStats,
+}
+
+impl Write for Handing<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Not lossy: waits for room, so what is handed over is accepted.
+        let written = self.inner.write(buf)?;
+        self.stats.accepted.fetch_add(1, Ordering::AcqRel);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// A size-rotated log file. Each `write` is one record (the `tracing` formatter writes
 /// a whole line at once), so a record is never split between two files.

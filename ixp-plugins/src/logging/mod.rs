@@ -16,6 +16,12 @@
 //!   requests with retries, a bounded buffer and a flush on stop; feature
 //!   `logging-elasticsearch`).
 //!
+//! A file is written by a thread of its own, so a slow disk does not hold up the code
+//! that logs. On stop the plugin waits for that thread to write every record it was
+//! handed, at most half the plugin's hook timeout (15 s by default); what is unwritten
+//! by then is counted in `lost` ([`FileStats`]) and logged. The health details carry
+//! each file's `written`, `pending`, `failed` and `lost`.
+//!
 //! ```toml
 //! [plugins.logging-plugin]
 //! level = "info"
@@ -43,9 +49,10 @@ pub use config::{
 };
 #[cfg(feature = "logging-elasticsearch")]
 pub use elasticsearch::TransportStats;
-pub use file::RotatingFile;
+pub use file::{FileStats, RotatingFile};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ixp_core::telemetry::{self, BoxedLayer};
 use ixp_core::{
@@ -58,6 +65,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// The `logger` service.
 #[derive(Debug, Default)]
 pub struct LogService {
+    files: std::sync::Mutex<Vec<Arc<FileStats>>>,
     #[cfg(feature = "logging-elasticsearch")]
     elasticsearch: std::sync::Mutex<Vec<Arc<TransportStats>>>,
 }
@@ -67,6 +75,11 @@ impl LogService {
     /// apply to it too.
     pub fn logger(&self, component: &str) -> Logger {
         Logger::new(component)
+    }
+
+    /// The counters of each `file` transport, in config order, while the plugin runs.
+    pub fn file_stats(&self) -> Vec<Arc<FileStats>> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The counters of each `elasticsearch` transport, in config order.
@@ -82,7 +95,8 @@ impl LogService {
 /// What the plugin runs while it is installed.
 #[derive(Default)]
 struct Installed {
-    file_guards: Vec<WorkerGuard>,
+    /// Each `file` transport's writer thread (dropping the guard ends it) and counters.
+    files: Vec<(WorkerGuard, Arc<FileStats>)>,
     #[cfg(feature = "logging-elasticsearch")]
     senders: Vec<elasticsearch::ElasticsearchSender>,
 }
@@ -148,13 +162,14 @@ impl Plugin for LoggingPlugin {
 
     async fn stop(&mut self, ctx: &PluginContext) -> Result<(), BoxError> {
         ctx.logger().info("log output goes back to the console");
-        self.uninstall().await;
+        self.uninstall(ctx.hook_timeout() / 2).await;
         Ok(())
     }
 
     async fn health(&self, _ctx: &PluginContext) -> PluginHealth {
         let health = PluginHealth::healthy()
             .with_message(format!("writing to {}", self.describe_transports()));
+        let health = self.file_health(health);
         #[cfg(feature = "logging-elasticsearch")]
         let health = self.elasticsearch_health(health);
         health
@@ -162,6 +177,32 @@ impl Plugin for LoggingPlugin {
 }
 
 impl LoggingPlugin {
+    /// Each file transport's counters; *degraded* once a file refused a record.
+    fn file_health(&self, mut health: PluginHealth) -> PluginHealth {
+        use std::sync::atomic::Ordering;
+        for (i, stats) in self.service.file_stats().iter().enumerate() {
+            let failed = stats.failed.load(Ordering::Relaxed);
+            health = health.with_detail(
+                format!("file[{i}]"),
+                serde_json::json!({
+                    "written": stats.written.load(Ordering::Relaxed),
+                    "pending": stats.pending(),
+                    "failed": failed,
+                    "lost": stats.lost.load(Ordering::Relaxed),
+                }),
+            );
+            if failed > 0 {
+                health = health
+                    .with_status(ixp_core::HealthStatus::Degraded)
+                    .with_message(format!(
+                        "{failed} record(s) could not be written to `{}`",
+                        stats.path.display()
+                    ));
+            }
+        }
+        health
+    }
+
     #[cfg(feature = "logging-elasticsearch")]
     fn elasticsearch_health(&self, mut health: PluginHealth) -> PluginHealth {
         for (i, stats) in self.service.elasticsearch_stats().iter().enumerate() {
@@ -238,12 +279,19 @@ impl LoggingPlugin {
                         .map_err(|e| {
                             format!("cannot open log file `{}`: {e}", file.filename.display())
                         })?;
+                    let (writer, stats) = file::CountedFile::new(writer);
                     let (writer, guard) =
                         tracing_appender::non_blocking::NonBlockingBuilder::default()
                             .lossy(false)
                             .thread_name("ixp-log-file")
                             .finish(writer);
-                    installed.file_guards.push(guard);
+                    self.service
+                        .files
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(stats.clone());
+                    let writer = file::CountedWriter::new(writer, stats.clone());
+                    installed.files.push((guard, stats));
                     layers.push(format_layer(writer, self.config.format, false));
                 }
                 #[cfg(feature = "logging-elasticsearch")]
@@ -268,11 +316,13 @@ impl LoggingPlugin {
         Ok(())
     }
 
-    /// Puts the console back, then flushes and closes the transports.
-    async fn uninstall(&mut self) {
+    /// Puts the console back, then flushes and closes the transports: the files' writer
+    /// threads get until `drain` from now to write what they were handed.
+    async fn uninstall(&mut self, drain: Duration) {
         let Some(installed) = self.installed.take() else {
             return;
         };
+        let deadline = tokio::time::Instant::now() + drain;
         // Dropping the old output closes the Elasticsearch queues and file channels.
         if let Err(e) = telemetry::install(telemetry::console_layer(), telemetry::default_filter())
         {
@@ -287,9 +337,23 @@ impl LoggingPlugin {
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
         }
-        // Dropping a guard writes out what the file worker still holds.
-        let guards = installed.file_guards;
-        let _ = tokio::task::spawn_blocking(move || drop(guards)).await;
+        // The writer threads have been writing meanwhile; wait for the rest. (Dropping
+        // a guard alone waits at most ~1 s, then leaves the rest to a thread that the
+        // process's exit may cut short.)
+        let files = installed.files;
+        let drained = file::drain(files.iter().map(|(_, stats)| &**stats), deadline).await;
+        self.service
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let guards: Vec<WorkerGuard> = files.into_iter().map(|(guard, _)| guard).collect();
+        // A drained writer ends at once. One stuck on its file would hold the guard's
+        // drop for its full ~1 s, past the deadline: that drop is not waited for.
+        let dropped = tokio::task::spawn_blocking(move || drop(guards));
+        if drained {
+            let _ = dropped.await;
+        }
     }
 }
 
