@@ -4,11 +4,12 @@
 //! The tests replace the process-wide log output, so they take `global_log_lock`.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use ixp_core::{ixp_plugin, BoxError, Catalog, Host, NoConfig, Plugin, PluginContext, Secret};
 use ixp_plugins::logging::{
-    ByteSize, FileTransport, LogFormat, LogLevel, LogService, LoggingConfig, LoggingPlugin,
-    Transport,
+    ByteSize, FileStats, FileTransport, LogFormat, LogLevel, LogService, LoggingConfig,
+    LoggingPlugin, Transport,
 };
 
 fn problems(toml: &str) -> String {
@@ -340,22 +341,24 @@ fn slow_pipe(dir: &Path, hold: std::sync::mpsc::Receiver<()>) -> std::thread::Jo
     })
 }
 
-/// Logs `n` records of ~200 bytes: far more than a pipe holds (64 KiB).
-fn log_many(n: usize) {
-    for i in 0..n {
-        tracing::info!(target: "drain_test", seq = i, "record {i:05} {}", "x".repeat(120));
-    }
-}
-
-#[tokio::test]
-async fn a_stop_waits_until_the_file_writer_has_written_every_record() {
-    let _global = ixp_tests::global_log_lock().await;
-    let dir = ixp_tests::temp_dir("logging-drain");
+/// A host whose logging-plugin writes to a [`slow_pipe`] in `dir` (released by sending
+/// on the returned channel, or by dropping it), launched, after 5,000 records of ~200
+/// bytes were logged: far more than a pipe holds (64 KiB). `config` is the host's TOML.
+async fn logging_into_a_slow_pipe(
+    dir: &Path,
+    config: &str,
+) -> (
+    Host,
+    std::sync::Arc<FileStats>,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<usize>,
+) {
     let (release, hold) = std::sync::mpsc::channel();
-    let reader = slow_pipe(&dir, hold);
+    let reader = slow_pipe(dir, hold);
     let host = Host::builder()
         .catalog(Catalog::new())
-        .plugin::<LoggingPlugin>(file_config(&dir, "1g", 2))
+        .config(ixp_tests::toml_config(config))
+        .plugin::<LoggingPlugin>(file_config(dir, "1g", 2))
         .build()
         .expect("plan");
     host.launch().await.expect("launch");
@@ -364,7 +367,28 @@ async fn a_stop_waits_until_the_file_writer_has_written_every_record() {
         .get::<LogService>("logger")
         .expect("the logger service");
     let [stats] = <[_; 1]>::try_from(service.file_stats()).expect("one file transport");
-    log_many(5_000);
+    for i in 0..5_000 {
+        tracing::info!(target: "drain_test", seq = i, "record {i:05} {}", "x".repeat(120));
+    }
+    (host, stats, release, reader)
+}
+
+/// Releases the pipe and waits for its reader: nothing is left blocked on it.
+async fn read_to_the_end(
+    release: std::sync::mpsc::Sender<()>,
+    reader: std::thread::JoinHandle<usize>,
+) -> usize {
+    let _ = release.send(());
+    tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test]
+async fn a_stop_waits_until_the_file_writer_has_written_every_record() {
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = ixp_tests::temp_dir("logging-drain");
+    let (host, stats, release, reader) = logging_into_a_slow_pipe(&dir, "").await;
     let health = host.health().await.plugins["logging-plugin"].clone();
     assert!(
         health.details["file[0]"]["pending"].as_u64() > Some(0),
@@ -372,22 +396,22 @@ async fn a_stop_waits_until_the_file_writer_has_written_every_record() {
     );
     // The disk takes records again 2 s from now: longer than the ~1 s that dropping
     // `tracing-appender`'s guard waits by itself.
-    std::thread::spawn(move || {
+    let later = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_secs(2));
         let _ = release.send(());
+        release
     });
     host.stop().await.expect("stop");
-    let accepted = stats.accepted.load(std::sync::atomic::Ordering::Acquire);
-    let written = stats.written.load(std::sync::atomic::Ordering::Acquire);
+    let accepted = stats.accepted.load(Ordering::Acquire);
+    let written = stats.written.load(Ordering::Acquire);
     assert!(accepted >= 5_000, "{stats:?}");
     assert_eq!(
         written, accepted,
         "the stop returned before every record was written: {stats:?}"
     );
-    assert_eq!(stats.lost.load(std::sync::atomic::Ordering::Acquire), 0);
-    let lines = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
-        .await
-        .expect("join");
+    assert_eq!(stats.lost.load(Ordering::Acquire), 0);
+    let release = later.join().expect("the 2 s are over");
+    let lines = read_to_the_end(release, reader).await;
     assert_eq!(
         lines as u64, written,
         "every written record reached the file"
@@ -399,41 +423,49 @@ async fn a_stop_waits_until_the_file_writer_has_written_every_record() {
 async fn a_stop_gives_up_on_a_file_that_takes_nothing_and_counts_what_is_lost() {
     let _global = ixp_tests::global_log_lock().await;
     let dir = ixp_tests::temp_dir("logging-lost");
-    let (release, hold) = std::sync::mpsc::channel();
-    let reader = slow_pipe(&dir, hold);
-    let host = Host::builder()
-        .catalog(Catalog::new())
-        // The stop waits half the hook timeout for the file: 1 s.
-        .config(ixp_tests::toml_config(
-            "[plugins.logging-plugin]\nhook_timeout = \"2s\"\n",
-        ))
-        .plugin::<LoggingPlugin>(file_config(&dir, "1g", 2))
-        .build()
-        .expect("plan");
-    host.launch().await.expect("launch");
-    let service = host
-        .services()
-        .get::<LogService>("logger")
-        .expect("the logger service");
-    let [stats] = <[_; 1]>::try_from(service.file_stats()).expect("one file transport");
-    log_many(5_000);
+    // The stop waits half the hook timeout for the file: 1 s.
+    let (host, stats, release, reader) =
+        logging_into_a_slow_pipe(&dir, "[plugins.logging-plugin]\nhook_timeout = \"2s\"\n").await;
     let started = std::time::Instant::now();
     host.stop()
         .await
         .expect("a stop that gives up still succeeds");
     let took = started.elapsed();
-    // 1 s of waiting, then the guard's own ~1 s; wide for a loaded machine.
-    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
-    let lost = stats.lost.load(std::sync::atomic::Ordering::Acquire);
-    let accepted = stats.accepted.load(std::sync::atomic::Ordering::Acquire);
+    // 1 s of waiting (the stuck writer's guard is not waited for); wide for a loaded
+    // machine.
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    let lost = stats.lost.load(Ordering::Acquire);
+    let accepted = stats.accepted.load(Ordering::Acquire);
     assert!(
         lost > 0 && lost <= accepted,
         "what the pipe did not take is counted as lost: {stats:?}"
     );
-    // Let the writer thread finish into the pipe, so that nothing is left blocked.
-    let _ = release.send(());
-    tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+    read_to_the_end(release, reader).await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_logging_plugin_dropped_without_a_stop_counts_what_its_file_has_not_written() {
+    let _global = ixp_tests::global_log_lock().await;
+    let dir = ixp_tests::temp_dir("logging-dropped");
+    let (host, stats, release, reader) = logging_into_a_slow_pipe(&dir, "").await;
+    let service = host
+        .services()
+        .get::<LogService>("logger")
+        .expect("the logger service");
+    // Dropped on a blocking thread: each file's guard still waits ~1 s for its writer.
+    tokio::task::spawn_blocking(move || drop(host))
         .await
-        .expect("join");
+        .expect("dropped");
+    let lost = stats.lost.load(Ordering::Acquire);
+    assert!(
+        lost > 0 && lost <= stats.accepted.load(Ordering::Acquire),
+        "{stats:?}"
+    );
+    assert!(
+        service.file_stats().is_empty(),
+        "no counters of a writer that is gone"
+    );
+    read_to_the_end(release, reader).await;
     std::fs::remove_dir_all(dir).ok();
 }

@@ -15,7 +15,7 @@ use tracing_subscriber::fmt::MakeWriter;
 ///
 /// Records are handed to a writer thread, which writes them to the file; a stop waits
 /// for it to write every record handed over (at most half the plugin's hook timeout),
-/// and counts what it could not write by then in `lost`.
+/// and counts what it has not written by then in `lost`.
 #[derive(Debug)]
 pub struct FileStats {
     /// The file written to.
@@ -26,7 +26,9 @@ pub struct FileStats {
     pub written: AtomicU64,
     /// Records the file refused (an I/O error: a full disk, say).
     pub failed: AtomicU64,
-    /// Records still unwritten when a stop's deadline passed.
+    /// Records still unwritten when a stop's deadline passed (or when the plugin was
+    /// dropped without a stop). The writer thread goes on writing them while the
+    /// process lives; a process that exits then loses them.
     pub lost: AtomicU64,
 }
 
@@ -43,8 +45,8 @@ impl FileStats {
 
     /// Records handed over and not yet written or failed.
     pub fn pending(&self) -> u64 {
-        // `accepted` counts a record once it is handed over, so the writer thread may
-        // have counted it first: never below zero.
+        // `accepted` is counted before a record is handed over (and taken back if the
+        // hand-over fails), and read after the others here, so this never reads low.
         let settled = self.written.load(Ordering::Acquire) + self.failed.load(Ordering::Acquire);
         self.accepted
             .load(Ordering::Acquire)
@@ -63,20 +65,27 @@ pub(super) async fn drain<'a>(
     while files.clone().any(|stats| stats.pending() > 0) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let mut drained = true;
+    count_unwritten(files) == 0
+}
+
+/// Counts what the writer threads of `files` have not written yet in `lost`, and logs
+/// it; returns the total.
+pub(super) fn count_unwritten<'a>(files: impl Iterator<Item = &'a FileStats>) -> u64 {
+    let mut total = 0;
     for stats in files {
         let pending = stats.pending();
         if pending > 0 {
-            drained = false;
+            total += pending;
             stats.lost.fetch_add(pending, Ordering::AcqRel);
             tracing::warn!(
                 file = %stats.path.display(),
                 lost = pending,
-                "log file transport stopped with {pending} record(s) still unwritten: lost"
+                "log file transport stopped with {pending} record(s) not written yet: \
+                 lost if the process exits now"
             );
         }
     }
-    drained
+    total
 }
 
 /// The writer thread's side: a [`RotatingFile`] that counts the records it writes.
@@ -157,10 +166,15 @@ pub(super) struct Handing<'a> {
 
 impl Write for Handing<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Not lossy: waits for room, so what is handed over is accepted.
-        let written = self.inner.write(buf)?;
+        // Counted first, so that `pending` never reads low while the writer thread
+        // writes it. Not lossy: `write` waits for room, and fails only once the writer
+        // thread is gone.
         self.stats.accepted.fetch_add(1, Ordering::AcqRel);
-        Ok(written)
+        let handed = self.inner.write(buf);
+        if handed.is_err() {
+            self.stats.accepted.fetch_sub(1, Ordering::AcqRel);
+        }
+        handed
     }
 
     fn flush(&mut self) -> io::Result<()> {

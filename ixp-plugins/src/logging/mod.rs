@@ -17,10 +17,15 @@
 //!   `logging-elasticsearch`).
 //!
 //! A file is written by a thread of its own, so a slow disk does not hold up the code
-//! that logs. On stop the plugin waits for that thread to write every record it was
-//! handed, at most half the plugin's hook timeout (15 s by default); what is unwritten
-//! by then is counted in `lost` ([`FileStats`]) and logged. The health details carry
-//! each file's `written`, `pending`, `failed` and `lost`.
+//! that logs, until 128,000 records wait for it (then logging waits: records are never
+//! dropped for a slow disk). On stop the plugin waits for that thread to write every
+//! record it was handed, at most half the plugin's hook timeout (15 s by default); what
+//! is unwritten by then is counted in `lost` ([`FileStats`]) and logged: the thread
+//! goes on writing while the process lives, but a process that exits after the stop
+//! loses it. A disk that takes nothing while the buffer is full holds up the stop
+//! itself (putting the console back waits for the threads writing into the file's
+//! buffer), which no timeout can interrupt. The health details carry each file's
+//! `written`, `pending`, `failed` and `lost`.
 //!
 //! ```toml
 //! [plugins.logging-plugin]
@@ -285,11 +290,6 @@ impl LoggingPlugin {
                             .lossy(false)
                             .thread_name("ixp-log-file")
                             .finish(writer);
-                    self.service
-                        .files
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(stats.clone());
                     let writer = file::CountedWriter::new(writer, stats.clone());
                     installed.files.push((guard, stats));
                     layers.push(format_layer(writer, self.config.format, false));
@@ -297,11 +297,6 @@ impl LoggingPlugin {
                 #[cfg(feature = "logging-elasticsearch")]
                 Transport::Elasticsearch(es) => {
                     let (layer, sender) = elasticsearch::start(es)?;
-                    self.service
-                        .elasticsearch
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(sender.stats().clone());
                     installed.senders.push(sender);
                     layers.push(layer.boxed());
                 }
@@ -312,6 +307,25 @@ impl LoggingPlugin {
             }
         }
         telemetry::install(Box::new(layers), filter)?;
+        // The counters are published once the transports are the output (a failed
+        // install leaves none of its writers behind in the service).
+        *self.service.files.lock().unwrap_or_else(|e| e.into_inner()) = installed
+            .files
+            .iter()
+            .map(|(_, stats)| stats.clone())
+            .collect();
+        #[cfg(feature = "logging-elasticsearch")]
+        {
+            *self
+                .service
+                .elasticsearch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = installed
+                .senders
+                .iter()
+                .map(|sender| sender.stats().clone())
+                .collect();
+        }
         self.installed = Some(installed);
         Ok(())
     }
@@ -322,8 +336,14 @@ impl LoggingPlugin {
         let Some(installed) = self.installed.take() else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + drain;
-        // Dropping the old output closes the Elasticsearch queues and file channels.
+        // A hook timeout too large to add (`hook_timeout = "500y"`): a day is as good.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(drain)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400));
+        // Dropping the old output closes the Elasticsearch queues; a file's channel
+        // stays open until its guard goes (below). The swap waits for threads still
+        // writing into the old output.
         if let Err(e) = telemetry::install(telemetry::console_layer(), telemetry::default_filter())
         {
             eprintln!("logging-plugin: cannot restore the console output: {e}");
@@ -348,8 +368,9 @@ impl LoggingPlugin {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         let guards: Vec<WorkerGuard> = files.into_iter().map(|(guard, _)| guard).collect();
-        // A drained writer ends at once. One stuck on its file would hold the guard's
-        // drop for its full ~1 s, past the deadline: that drop is not waited for.
+        // A drained writer ends at once. One stuck on its file would hold its guard's
+        // drop for ~1.1 s, past the deadline: those drops are not waited for (they run
+        // on a blocking thread, one guard after another).
         let dropped = tokio::task::spawn_blocking(move || drop(guards));
         if drained {
             let _ = dropped.await;
@@ -363,10 +384,19 @@ impl Drop for LoggingPlugin {
     fn drop(&mut self) {
         // The console first, then the old output goes (its file workers write out what
         // they hold): records logged in between still have an output.
-        let installed = self.installed.take();
-        if installed.is_some() {
-            let _ = telemetry::install(telemetry::console_layer(), telemetry::default_filter());
-        }
+        let Some(installed) = self.installed.take() else {
+            return;
+        };
+        let _ = telemetry::install(telemetry::console_layer(), telemetry::default_filter());
+        // No waiting here (a drop may run on a runtime's thread): what a file's writer
+        // has not written yet is counted as not written by the stop, as a stop that
+        // gives up counts it. Dropping each guard still lets its writer go on for ~1 s.
+        file::count_unwritten(installed.files.iter().map(|(_, stats)| &**stats));
+        self.service
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         drop(installed);
     }
 }
