@@ -91,8 +91,12 @@ def resolve(template, row, rows):
         if not re.fullmatch(applies, row["function"]):
             return None
     if template in ("{smallest}", "{function}/{smallest}"):
-        same = template == "{smallest}" or None
-        sized = [r for r in rows if r["param"] and (same or r["function"] == row["function"])]
+        any_function = template == "{smallest}"
+        sized = [
+            r
+            for r in rows
+            if r["param"] and (any_function or r["function"] == row["function"])
+        ]
         return min(sized, key=lambda r: size(r["param"]), default=None)
     if "{param}" in template and not row["param"]:
         return None

@@ -113,8 +113,10 @@ impl Write for CountedFile {
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let result = self.file.write_all(buf);
-        let counter = match &result {
-            Ok(()) => &self.stats.written,
+        match &result {
+            Ok(()) => {
+                self.stats.written.fetch_add(1, Ordering::AcqRel);
+            }
             Err(e) => {
                 if self.stats.failed.fetch_add(1, Ordering::AcqRel) == 0 {
                     eprintln!(
@@ -122,10 +124,8 @@ impl Write for CountedFile {
                         self.stats.path.display()
                     );
                 }
-                return result;
             }
-        };
-        counter.fetch_add(1, Ordering::AcqRel);
+        }
         result
     }
 
