@@ -13,6 +13,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
+use ixp_core::events::Typed;
 use ixp_core::{ixp_plugin, BoxError, JsonSchema, Plugin, PluginContext, PluginHealth, TypedEvent};
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +97,7 @@ impl Plugin for HelloPlugin {
         )?;
         let greeted = self.greeted.clone();
         ctx.events()
-            .subscribe(move |event: Arc<Greeted>| {
+            .subscribe(move |event: Typed<Greeted>| {
                 let mut names = greeted.lock().unwrap_or_else(|e| e.into_inner());
                 if names.len() == KEPT {
                     names.pop_front();

@@ -226,19 +226,56 @@ impl<T: Serialize + Send + Sync + 'static> Payload for T {
 }
 
 /// An event as handlers receive it: topic, payload, and the plugin that emitted it.
+///
+/// One allocation holds all three ([`Envelope`]), and the event is a pointer to it:
+/// two words, so that handing it to a handler moves it in registers, and a clone for a
+/// second handler is one reference count. (As a topic, a payload `Arc` and a source
+/// side by side, the event was 64 bytes, copied at every step of a delivery and read
+/// back in wider loads than it had been written with: store-forwarding stalls, ~12% of
+/// a one-handler `Publisher::emit_and_wait` in `perf annotate`, docs/performance.md.)
 #[derive(Clone)]
 pub struct Event {
+    body: Arc<dyn Body>,
+}
+
+/// What an event's allocation holds.
+struct Envelope<P: ?Sized> {
     topic: Name,
-    payload: Arc<dyn Payload>,
     source: Option<Name>,
+    payload: P,
+}
+
+/// An [`Envelope`] of any payload type, as [`Event`] holds it. `Any`, so that
+/// [`Event::decode`] can take the envelope back as its own type (sharing it).
+trait Body: Any + Send + Sync {
+    fn topic(&self) -> &Name;
+    fn source(&self) -> Option<&Name>;
+    fn payload(&self) -> &dyn Payload;
+}
+
+impl<T: Payload> Body for Envelope<T> {
+    #[inline]
+    fn topic(&self) -> &Name {
+        &self.topic
+    }
+
+    #[inline]
+    fn source(&self) -> Option<&Name> {
+        self.source.as_ref()
+    }
+
+    #[inline]
+    fn payload(&self) -> &dyn Payload {
+        &self.payload
+    }
 }
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
-            .field("topic", &self.topic)
-            .field("payload_type", &self.payload.type_name())
-            .field("source", &self.source)
+            .field("topic", self.body.topic())
+            .field("payload_type", &self.body.payload().type_name())
+            .field("source", &self.body.source())
             .finish()
     }
 }
@@ -246,60 +283,155 @@ impl fmt::Debug for Event {
 impl Event {
     /// An event on `topic` carrying `payload`.
     pub fn new<T: Payload>(topic: impl Into<Arc<str>>, payload: T) -> Self {
+        Self::with_names(Name::Shared(topic.into()), None, payload)
+    }
+
+    /// The event in one allocation.
+    #[inline]
+    fn with_names<T: Payload>(topic: Name, source: Option<Name>, payload: T) -> Self {
         Self {
-            topic: Name::Shared(topic.into()),
-            payload: Arc::new(payload),
-            source: None,
+            body: Arc::new(Envelope {
+                topic,
+                source,
+                payload,
+            }),
         }
     }
 
     /// The topic.
     pub fn topic(&self) -> &str {
-        self.topic.as_str()
+        self.body.topic().as_str()
+    }
+
+    /// The topic's [`Name`].
+    #[inline]
+    fn name(&self) -> &Name {
+        self.body.topic()
     }
 
     /// The name of the plugin that emitted the event, if a plugin did.
     pub fn source(&self) -> Option<&str> {
-        self.source.as_ref().map(Name::as_str)
+        self.body.source().map(Name::as_str)
     }
 
     /// The payload, if it is a `T`.
     pub fn payload<T: 'static>(&self) -> Option<&T> {
-        let any: &dyn Any = &*self.payload;
-        any.downcast_ref::<T>()
+        let any: &dyn Any = &*self.body;
+        any.downcast_ref::<Envelope<T>>()
+            .map(|envelope| &envelope.payload)
     }
 
-    /// The payload as a `T`: the value itself if it is one, else decoded from its JSON
-    /// form (events that came from another process carry JSON).
+    /// The payload as a `T`: the event's own payload if it is one (shared, not
+    /// copied), else decoded from its JSON form (events that came from another process
+    /// carry JSON).
+    ///
+    /// ```
+    /// use ixp_core::events::Event;
+    ///
+    /// let event = Event::new("order.created", 42u32);
+    /// let id = event.decode::<u32>()?;
+    /// assert_eq!(*id, 42);
+    /// assert_eq!(id.topic(), "order.created");
+    /// // From the JSON form, as a bridge's events arrive:
+    /// let remote = Event::new("order.created", serde_json::json!(42));
+    /// assert_eq!(*remote.decode::<u64>()?, 42);
+    /// # Ok::<(), ixp_core::events::EventError>(())
+    /// ```
     pub fn decode<T: DeserializeOwned + Send + Sync + 'static>(
         &self,
-    ) -> Result<Arc<T>, EventError> {
-        let any: Arc<dyn Any + Send + Sync> = self.payload.clone();
-        match any.downcast::<T>() {
-            Ok(value) => Ok(value),
+    ) -> Result<Typed<T>, EventError> {
+        let any: Arc<dyn Any + Send + Sync> = self.body.clone();
+        match any.downcast::<Envelope<T>>() {
+            Ok(envelope) => Ok(Typed { envelope }),
             Err(_) => {
+                let payload = self.body.payload();
                 let fail = |reason: String| EventError::PayloadType {
                     topic: self.topic().to_owned(),
                     expected: std::any::type_name::<T>(),
-                    actual: self.payload.type_name(),
+                    actual: payload.type_name(),
                     reason,
                 };
-                let json = self.payload.to_json().map_err(|e| fail(e.to_string()))?;
-                serde_json::from_value(json)
-                    .map(Arc::new)
-                    .map_err(|e| fail(e.to_string()))
+                let json = payload.to_json().map_err(|e| fail(e.to_string()))?;
+                let value: T = serde_json::from_value(json).map_err(|e| fail(e.to_string()))?;
+                Ok(Typed {
+                    envelope: Arc::new(Envelope {
+                        topic: self.name().clone(),
+                        source: self.body.source().cloned(),
+                        payload: value,
+                    }),
+                })
             }
         }
     }
 
     /// The payload as JSON.
     pub fn to_json(&self) -> Result<Value, EventError> {
-        self.payload
+        self.body
+            .payload()
             .to_json()
             .map_err(|source| EventError::Serialize {
                 topic: self.topic().to_owned(),
                 source,
             })
+    }
+}
+
+/// An event's payload as a `T` ([`Event::decode`], the handlers of
+/// [`EventBus::subscribe`]): dereferences to the `T`, and still knows the event's topic
+/// and source. Cheap to clone (it shares the event's allocation: holding it keeps the
+/// event alive).
+///
+/// ```
+/// use ixp_core::events::{Event, Typed};
+///
+/// let event = Event::new("user.created", "ada".to_string());
+/// let name: Typed<String> = event.decode()?;
+/// assert_eq!(name.len(), 3);
+/// assert_eq!(&*name, "ada");
+/// assert_eq!(name.topic(), "user.created");
+/// # Ok::<(), ixp_core::events::EventError>(())
+/// ```
+pub struct Typed<T> {
+    envelope: Arc<Envelope<T>>,
+}
+
+impl<T> Typed<T> {
+    /// The event's topic.
+    pub fn topic(&self) -> &str {
+        self.envelope.topic.as_str()
+    }
+
+    /// The name of the plugin that emitted the event, if a plugin did.
+    pub fn source(&self) -> Option<&str> {
+        self.envelope.source.as_ref().map(Name::as_str)
+    }
+}
+
+impl<T> Clone for Typed<T> {
+    fn clone(&self) -> Self {
+        Self {
+            envelope: self.envelope.clone(),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Typed<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.envelope.payload
+    }
+}
+
+impl<T> AsRef<T> for Typed<T> {
+    fn as_ref(&self) -> &T {
+        &self.envelope.payload
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Typed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.envelope.payload, f)
     }
 }
 
@@ -1593,7 +1725,7 @@ impl EventBus {
     pub async fn emit_event(&self, event: Event) -> usize {
         let handing = {
             let routes = self.inner.snapshot();
-            let topic = event.topic.clone();
+            let topic = event.name().clone();
             let topic = topic.as_str();
             let subs = routes.matching(routes.exact_subs(topic), topic);
             self.hand_over(&routes.taps, subs, topic, event, WhenFull::AsSubscribed)
@@ -1700,7 +1832,7 @@ impl EventBus {
         }
         if let Some(event) = event {
             // The taps have seen it already.
-            let topic = event.topic.clone();
+            let topic = event.name().clone();
             handed += self
                 .hand_over(
                     &[],
@@ -1740,11 +1872,12 @@ impl EventBus {
         handing.await
     }
 
-    /// Subscribes to a typed event; payloads from other processes are decoded from JSON.
+    /// Subscribes to a typed event: the handler gets its payload as a [`Typed<E>`]
+    /// (which dereferences to `E`); payloads from other processes are decoded from JSON.
     pub fn subscribe<E, F, Fut>(&self, handler: F) -> Result<Subscription, EventError>
     where
         E: TypedEvent,
-        F: Fn(Arc<E>) -> Fut + Send + Sync + 'static,
+        F: Fn(Typed<E>) -> Fut + Send + Sync + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerOutput,
     {
@@ -1824,11 +1957,7 @@ impl EventBus {
 
     #[inline]
     fn event<T: Payload>(&self, topic: Name, payload: T) -> Event {
-        Event {
-            topic,
-            payload: Arc::new(payload),
-            source: self.source.clone(),
-        }
+        Event::with_names(topic, self.source.clone(), payload)
     }
 
     /// Calls an inline subscription's handler now (failures reported); whether it was
@@ -1944,7 +2073,7 @@ async fn drain(
                 continue;
             }
         };
-        let topic = event.topic.clone();
+        let topic = event.name().clone();
         let handling = run_handler(&core, event);
         let outcome = if open {
             let mut handling = std::pin::pin!(handling);
@@ -2064,6 +2193,55 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An event is one pointer to its allocation (topic, source and payload): two
+    /// words, handed to handlers in registers. A wider event is copied at every step of
+    /// a delivery (see [`Event`]).
+    #[test]
+    fn an_event_is_two_words() {
+        assert_eq!(
+            std::mem::size_of::<Event>(),
+            2 * std::mem::size_of::<usize>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Option<Event>>(),
+            std::mem::size_of::<Event>()
+        );
+    }
+
+    /// `decode` of a payload of the asked type shares the event's payload (no copy, no
+    /// `Clone` needed); from JSON it builds one, and both keep the event's names.
+    #[test]
+    fn decode_shares_the_payload_and_keeps_the_names() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Order {
+            id: u32,
+        }
+        let bus = EventBus::new().scoped("shop-plugin");
+        let event = bus.event(Name::Static("order.created"), Order { id: 7 });
+        let typed = event.decode::<Order>().expect("same type");
+        let in_event: *const Order = event.payload::<Order>().expect("an Order");
+        assert!(std::ptr::eq(&*typed, in_event), "decode copied the payload");
+        assert_eq!(
+            (typed.topic(), typed.source()),
+            ("order.created", Some("shop-plugin"))
+        );
+        drop(event);
+        assert_eq!(*typed, Order { id: 7 }, "a Typed keeps the event alive");
+
+        let remote = bus.event(
+            Name::Static("order.created"),
+            serde_json::json!({ "id": 8 }),
+        );
+        let decoded = remote.decode::<Order>().expect("from JSON");
+        assert_eq!(*decoded, Order { id: 8 });
+        assert_eq!(
+            (decoded.topic(), decoded.source()),
+            ("order.created", Some("shop-plugin"))
+        );
+        let wrong = remote.decode::<String>().expect_err("not a string");
+        assert!(wrong.to_string().contains("order.created"), "{wrong}");
+    }
 
     /// Publishing from a spawned task needs the publishing futures to be `Send`; a
     /// routing iterator built from closures once made them `Send` only for some

@@ -5,9 +5,9 @@
 //! The SMTP round trips are in `service_smtp.rs` (service-backed suite).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+use ixp_core::events::Typed;
 use ixp_core::{Catalog, EventBus, HealthStatus, Host, Secret};
 use ixp_plugins::email::{
     Email, EmailConfig, EmailError, EmailFailed, EmailMessage, EmailPlugin, SmtpConfig,
@@ -384,7 +384,7 @@ async fn failed_events(
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let subscription = bus
-        .subscribe(move |failed: Arc<EmailFailed>| {
+        .subscribe(move |failed: Typed<EmailFailed>| {
             let tx = tx.clone();
             async move {
                 let _ = tx.send(EmailFailed::clone(&failed));

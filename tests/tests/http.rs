@@ -3,12 +3,12 @@
 //! removed on stop), and a panicking handler.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ixp_core::axum::http::StatusCode;
 use ixp_core::axum::routing::get;
 use ixp_core::config::Format;
+use ixp_core::events::Typed;
 use ixp_core::http::{RequestCompleted, RequestStarted};
 use ixp_core::{
     ixp_plugin, BoxError, Catalog, ConfigLoader, Event, HealthStatus, IxpConfig, IxpServer,
@@ -148,7 +148,7 @@ async fn health_ready_plugins_events_routes_and_panics() {
     let _started = server
         .host()
         .events()
-        .subscribe(move |e: Arc<RequestStarted>| {
+        .subscribe(move |e: Typed<RequestStarted>| {
             let tx = tx2.clone();
             async move {
                 tx.send(format!("started {} {}", e.method, e.path)).ok();
@@ -157,7 +157,7 @@ async fn health_ready_plugins_events_routes_and_panics() {
     let _completed = server
         .host()
         .events()
-        .subscribe(move |e: Arc<RequestCompleted>| {
+        .subscribe(move |e: Typed<RequestCompleted>| {
             let tx = tx.clone();
             async move {
                 tx.send(format!(

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ixp_core::events::Typed;
 use ixp_core::{
     ixp_plugin, BoxError, Catalog, EventBus, HealthStatus, Host, NoConfig, Plugin, PluginContext,
     Secret, Subscription, TypedEvent,
@@ -145,7 +146,7 @@ async fn launch(config: EmailConfig) -> Host {
 fn collect<E: TypedEvent + Clone>(bus: &EventBus) -> (Subscription, UnboundedReceiver<E>) {
     let (tx, rx) = unbounded_channel();
     let subscription = bus
-        .subscribe(move |event: Arc<E>| {
+        .subscribe(move |event: Typed<E>| {
             let tx = tx.clone();
             async move {
                 let _ = tx.send(E::clone(&event));

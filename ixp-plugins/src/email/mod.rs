@@ -134,7 +134,7 @@ pub use templates::{
 
 use std::sync::Arc;
 
-use ixp_core::events::Subscription;
+use ixp_core::events::{Subscription, Typed};
 use ixp_core::{ixp_plugin, BoxError, ConfigViolation, Plugin, PluginContext, PluginHealth};
 
 /// The guide's EmailPlugin: registers the `email` service ([`Email`]) and handles the
@@ -197,20 +197,24 @@ impl Plugin for EmailPlugin {
         ctx.services()
             .register_arc_again("email", self.email.clone())?;
         let email = self.email.clone();
-        let send = ctx.events().subscribe(move |message: Arc<EmailMessage>| {
-            let email = email.clone();
-            async move {
-                // The outcome is reported on email.sent / email.failed.
-                let _outcome = email.send(EmailMessage::clone(&message)).await;
-            }
-        })?;
+        let send = ctx
+            .events()
+            .subscribe(move |message: Typed<EmailMessage>| {
+                let email = email.clone();
+                async move {
+                    // The outcome is reported on email.sent / email.failed.
+                    let _outcome = email.send(EmailMessage::clone(&message)).await;
+                }
+            })?;
         let email = self.email.clone();
-        let template = ctx.events().subscribe(move |request: Arc<TemplateEmail>| {
-            let email = email.clone();
-            async move {
-                let _outcome = email.send_template_email(&request).await;
-            }
-        })?;
+        let template = ctx
+            .events()
+            .subscribe(move |request: Typed<TemplateEmail>| {
+                let email = email.clone();
+                async move {
+                    let _outcome = email.send_template_email(&request).await;
+                }
+            })?;
         self.subscriptions = vec![send, template];
         ctx.logger().info(format_args!(
             "email plugin started: `email` service, handling {SEND_TOPIC} and {TEMPLATE_TOPIC}"
