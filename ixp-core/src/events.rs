@@ -227,12 +227,12 @@ impl<T: Serialize + Send + Sync + 'static> Payload for T {
 
 /// An event as handlers receive it: topic, payload, and the plugin that emitted it.
 ///
-/// One allocation holds all three ([`Envelope`]), and the event is a pointer to it:
-/// two words, so that handing it to a handler moves it in registers, and a clone for a
-/// second handler is one reference count. (As a topic, a payload `Arc` and a source
-/// side by side, the event was 64 bytes, copied at every step of a delivery and read
-/// back in wider loads than it had been written with: store-forwarding stalls, ~12% of
-/// a one-handler `Publisher::emit_and_wait` in `perf annotate`, docs/performance.md.)
+/// One allocation holds all three, and the event is a pointer to it: two words, so
+/// that handing it to a handler moves it in registers, and a clone for a second handler
+/// is one reference count. (As a topic, a payload `Arc` and a source side by side, the
+/// event was 64 bytes, copied at every step of a delivery and read back in wider loads
+/// than it had been written with: store-forwarding stalls, ~12% of a one-handler
+/// `Publisher::emit_and_wait` in `perf annotate`; docs/performance.md.)
 #[derive(Clone)]
 pub struct Event {
     body: Arc<dyn Body>,
