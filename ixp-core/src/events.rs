@@ -231,8 +231,9 @@ impl<T: Serialize + Send + Sync + 'static> Payload for T {
 /// that handing it to a handler moves it in registers, and a clone for a second handler
 /// is one reference count. (As a topic, a payload `Arc` and a source side by side, the
 /// event was 64 bytes, copied at every step of a delivery and read back in wider loads
-/// than it had been written with: store-forwarding stalls, ~12% of a one-handler
-/// `Publisher::emit_and_wait` in `perf annotate`; docs/performance.md.)
+/// than it had been written with: store-forwarding stalls, in `perf annotate` of a
+/// one-handler `Publisher::emit_and_wait` 19.6% of the publishing closure's samples and
+/// 12.6% of the handler's; docs/performance.md.)
 #[derive(Clone)]
 pub struct Event {
     body: Arc<dyn Body>,
@@ -378,8 +379,9 @@ impl Event {
 
 /// An event's payload as a `T` ([`Event::decode`], the handlers of
 /// [`EventBus::subscribe`]): dereferences to the `T`, and still knows the event's topic
-/// and source. Cheap to clone (it shares the event's allocation: holding it keeps the
-/// event alive).
+/// and source. Cheap to clone. When the payload was a `T` already, it shares the event's
+/// allocation (holding it keeps the event alive); decoded from JSON, it is a copy of its
+/// own. Comparisons, hashing and `Display` are the `T`'s.
 ///
 /// ```
 /// use ixp_core::events::{Event, Typed};
@@ -404,6 +406,26 @@ impl<T> Typed<T> {
     /// The name of the plugin that emitted the event, if a plugin did.
     pub fn source(&self) -> Option<&str> {
         self.envelope.source.as_ref().map(Name::as_str)
+    }
+}
+
+impl<T: Clone> Typed<T> {
+    /// The `T` itself: moved out when nothing else holds the event, else a clone.
+    ///
+    /// ```
+    /// use ixp_core::events::Event;
+    ///
+    /// let event = Event::new("user.created", "ada".to_string());
+    /// let name = event.decode::<String>()?;
+    /// drop(event);
+    /// assert_eq!(name.into_inner(), "ada");
+    /// # Ok::<(), ixp_core::events::EventError>(())
+    /// ```
+    pub fn into_inner(self) -> T {
+        match Arc::try_unwrap(self.envelope) {
+            Ok(envelope) => envelope.payload,
+            Err(shared) => shared.payload.clone(),
+        }
     }
 }
 
@@ -432,6 +454,44 @@ impl<T> AsRef<T> for Typed<T> {
 impl<T: fmt::Debug> fmt::Debug for Typed<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.envelope.payload, f)
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Typed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.envelope.payload, f)
+    }
+}
+
+impl<T> std::borrow::Borrow<T> for Typed<T> {
+    fn borrow(&self) -> &T {
+        &self.envelope.payload
+    }
+}
+
+impl<T: PartialEq> PartialEq for Typed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.envelope.payload == other.envelope.payload
+    }
+}
+
+impl<T: Eq> Eq for Typed<T> {}
+
+impl<T: PartialOrd> PartialOrd for Typed<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        self.envelope.payload.partial_cmp(&other.envelope.payload)
+    }
+}
+
+impl<T: Ord> Ord for Typed<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.envelope.payload.cmp(&other.envelope.payload)
+    }
+}
+
+impl<T: std::hash::Hash> std::hash::Hash for Typed<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.envelope.payload.hash(state);
     }
 }
 
@@ -1886,6 +1946,8 @@ impl EventBus {
             let handler = handler.clone();
             async move {
                 let typed = event.decode::<E>()?;
+                // The handler may take the payload out ([`Typed::into_inner`]).
+                drop(event);
                 handler(typed).await.into_result()
             }
         })
@@ -2241,6 +2303,29 @@ mod tests {
         );
         let wrong = remote.decode::<String>().expect_err("not a string");
         assert!(wrong.to_string().contains("order.created"), "{wrong}");
+    }
+
+    /// `Typed` compares, hashes and prints as its `T`; `into_inner` moves the `T` out
+    /// when it holds the only handle on the event, and clones it otherwise.
+    #[test]
+    fn typed_behaves_as_its_payload() {
+        let event = Event::new("user.created", "ada".to_string());
+        let one = event.decode::<String>().expect("a String");
+        let two = event.decode::<String>().expect("a String");
+        assert_eq!(one, two);
+        assert_eq!(format!("{one}"), "ada");
+        let names: std::collections::HashSet<Typed<String>> = [one.clone(), two].into();
+        let key = String::from("ada");
+        assert!(names.contains(&key), "Borrow<String> and Hash agree");
+        assert_eq!(names.len(), 1);
+        assert_eq!(one.into_inner(), "ada", "cloned while the event holds it");
+        assert_eq!(event.payload::<String>().map(String::as_str), Some("ada"));
+        drop(names);
+        let alone = event.decode::<String>().expect("a String");
+        drop(event);
+        let moved: *const u8 = alone.as_ptr();
+        let inner = alone.into_inner();
+        assert!(std::ptr::eq(inner.as_ptr(), moved), "moved out, not cloned");
     }
 
     /// Publishing from a spawned task needs the publishing futures to be `Send`; a

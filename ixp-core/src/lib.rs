@@ -70,7 +70,7 @@ pub mod testing;
 
 pub use config::{ConfigError, ConfigLoader, IxpConfig};
 pub use context::{Logger, PluginContext};
-pub use events::{Event, EventBus, Subscription, TypedEvent};
+pub use events::{Event, EventBus, Subscription, Typed, TypedEvent};
 pub use health::{HealthReport, HealthStatus, PluginHealth};
 pub use host::{
     Hook, HookFailure, Host, HostBuilder, HostError, PluginInfo, PluginState, ServerHandle,
