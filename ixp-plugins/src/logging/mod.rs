@@ -87,6 +87,33 @@ impl LogService {
         self.files.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Publishes the counters of the transports `installed` runs.
+    fn publish(&self, installed: &Installed) {
+        *self.files.lock().unwrap_or_else(|e| e.into_inner()) = installed
+            .files
+            .iter()
+            .map(|(_, stats)| stats.clone())
+            .collect();
+        #[cfg(feature = "logging-elasticsearch")]
+        {
+            *self.elasticsearch.lock().unwrap_or_else(|e| e.into_inner()) = installed
+                .senders
+                .iter()
+                .map(|sender| sender.stats().clone())
+                .collect();
+        }
+    }
+
+    /// Forgets the counters of transports that are gone.
+    fn unpublish(&self) {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        #[cfg(feature = "logging-elasticsearch")]
+        self.elasticsearch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// The counters of each `elasticsearch` transport, in config order.
     #[cfg(feature = "logging-elasticsearch")]
     pub fn elasticsearch_stats(&self) -> Vec<Arc<TransportStats>> {
@@ -309,23 +336,7 @@ impl LoggingPlugin {
         telemetry::install(Box::new(layers), filter)?;
         // The counters are published once the transports are the output (a failed
         // install leaves none of its writers behind in the service).
-        *self.service.files.lock().unwrap_or_else(|e| e.into_inner()) = installed
-            .files
-            .iter()
-            .map(|(_, stats)| stats.clone())
-            .collect();
-        #[cfg(feature = "logging-elasticsearch")]
-        {
-            *self
-                .service
-                .elasticsearch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = installed
-                .senders
-                .iter()
-                .map(|sender| sender.stats().clone())
-                .collect();
-        }
+        self.service.publish(&installed);
         self.installed = Some(installed);
         Ok(())
     }
@@ -349,24 +360,13 @@ impl LoggingPlugin {
             eprintln!("logging-plugin: cannot restore the console output: {e}");
         }
         #[cfg(feature = "logging-elasticsearch")]
-        {
-            elasticsearch::finish_all(installed.senders).await;
-            self.service
-                .elasticsearch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
-        }
+        elasticsearch::finish_all(installed.senders).await;
         // The writer threads have been writing meanwhile; wait for the rest. (Dropping
         // a guard alone waits at most ~1 s, then leaves the rest to a thread that the
         // process's exit may cut short.)
         let files = installed.files;
         let drained = file::drain(files.iter().map(|(_, stats)| &**stats), deadline).await;
-        self.service
-            .files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.service.unpublish();
         let guards: Vec<WorkerGuard> = files.into_iter().map(|(guard, _)| guard).collect();
         // A drained writer ends at once. One stuck on its file would hold its guard's
         // drop for ~1.1 s, past the deadline: those drops are not waited for (they run
@@ -392,11 +392,7 @@ impl Drop for LoggingPlugin {
         // has not written yet is counted as not written by the stop, as a stop that
         // gives up counts it. Dropping each guard still lets its writer go on for ~1 s.
         file::count_unwritten(installed.files.iter().map(|(_, stats)| &**stats));
-        self.service
-            .files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.service.unpublish();
         drop(installed);
     }
 }
